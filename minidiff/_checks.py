@@ -1,0 +1,60 @@
+"""Argument checks shared by the library: clear errors that name the argument and the allowed range."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def betas(value, name: str = "betas") -> np.ndarray:
+    b = np.asarray(value, dtype=np.float64)
+    if b.ndim != 1 or b.size < 1:
+        raise ValueError(f"{name} must be a 1-D array with at least one entry, got shape {b.shape}")
+    if not np.all((b > 0) & (b < 1)):
+        bad = b[~((b > 0) & (b < 1))][0]
+        raise ValueError(f"{name} must lie in the open interval (0, 1), found {bad!r}")
+    return b
+
+
+def alpha_bar(value, name: str = "alpha_bar") -> np.ndarray:
+    a = np.asarray(value, dtype=np.float64)
+    if a.ndim != 1 or a.size < 1 or not np.all((a > 0) & (a < 1)):
+        raise ValueError(f"{name} must be a 1-D array with entries in (0, 1)")
+    return a
+
+
+def timesteps(t, T: int, name: str = "t"):
+    """Integer timesteps in [0, T); works on numpy arrays and torch tensors."""
+    t_np = np.asarray(t.detach().cpu() if hasattr(t, "detach") else t)
+    if not np.issubdtype(t_np.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer timesteps in [0, {T}), got dtype {t_np.dtype}")
+    if t_np.size and (t_np.min() < 0 or t_np.max() >= T):
+        raise ValueError(f"{name} must lie in [0, T) = [0, {T}), got values in [{t_np.min()}, {t_np.max()}]")
+    return t
+
+
+def same_shape(name_a: str, a, name_b: str, b):
+    if tuple(np.shape(a)) != tuple(np.shape(b)):
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(np.shape(a))} and {tuple(np.shape(b))}")
+
+
+def batch_of(name: str, t, x):
+    """``t`` must be a scalar or hold one entry per example of ``x``."""
+    if np.ndim(t) not in (0, 1) or (np.ndim(t) == 1 and np.shape(t)[0] != np.shape(x)[0]):
+        raise ValueError(f"{name} must be a scalar or have shape (B,) = ({np.shape(x)[0]},), got shape {tuple(np.shape(t))}")
+
+
+def finite(xp, value, what: str):
+    if not xp.all_finite(value):
+        raise ValueError(f"non-finite values (NaN or inf) in {what}")
+    return value
+
+
+def choice(name: str, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value

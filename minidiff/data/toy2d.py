@@ -1,0 +1,175 @@
+"""2-D toy datasets, and Gaussian mixtures whose score and denoiser are known exactly.
+
+Every dataset is scaled to roughly unit standard deviation per coordinate, the usual data
+scale for diffusion.  ``rng`` is an int seed, a ``numpy.random.Generator`` or a minidiff
+generator; the same seed gives the same points.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _checks
+from ..backend import namespace
+
+
+def _as_rng(rng) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if hasattr(rng, "rng") and isinstance(rng.rng, np.random.Generator):
+        return rng.rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
+        return np.random.default_rng(int(rng))
+    raise ValueError(f"rng must be a non-negative int seed or a numpy Generator, got {rng!r}")
+
+
+class GaussianMixture:
+    """p(x_0) = sum_k pi_k N(x_0; mu_k, diag(s_k^2)).
+
+    Under the forward process x = alpha x_0 + sigma eps (VP: alpha = sqrt(alpha_bar),
+    sigma = sqrt(1 - alpha_bar); EDM/VE: alpha = 1), the marginal of x is again a mixture,
+    sum_k pi_k N(alpha mu_k, alpha^2 s_k^2 + sigma^2), so its log-density, score and the
+    denoiser E[x_0 | x] are exact.  Works on arrays of either backend.
+    """
+
+    def __init__(self, means, stds, weights=None):
+        self.means = np.asarray(means, dtype=np.float64)          # (K, d)
+        if self.means.ndim != 2:
+            raise ValueError(f"means must have shape (K, d), got {self.means.shape}")
+        K, d = self.means.shape
+        stds = np.asarray(stds, dtype=np.float64)
+        self.vars = np.broadcast_to((stds.reshape(K, -1) if stds.ndim else stds) ** 2, (K, d)).copy()  # (K, d)
+        if not np.all(self.vars > 0):
+            raise ValueError("stds must be positive")
+        w = np.full(K, 1.0 / K) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (K,) or np.any(w < 0) or not math.isclose(w.sum(), 1.0, rel_tol=1e-9):
+            raise ValueError(f"weights must be K={K} non-negative numbers summing to 1")
+        self.weights = w
+        self.dim = d
+
+    def sample(self, n: int, rng=0) -> np.ndarray:
+        n = _checks.positive_int("n", n)
+        rng = _as_rng(rng)
+        k = rng.choice(len(self.weights), size=n, p=self.weights)
+        return self.means[k] + np.sqrt(self.vars[k]) * rng.standard_normal((n, self.dim))
+
+    def _components(self, x, alpha, sigma):
+        """Per-component log N(x; alpha mu_k, C_k), the residuals and C_k.  x: (B, d)."""
+        xp = namespace(x)
+        B = x.shape[0]
+        alpha = xp.reshape(xp.asarray(alpha, like=x) * xp.ones((B,), like=x), (B, 1, 1))
+        sigma = xp.reshape(xp.asarray(sigma, like=x) * xp.ones((B,), like=x), (B, 1, 1))
+        mu = xp.asarray(self.means, like=x)[None]                   # (1, K, d)
+        var = xp.asarray(self.vars, like=x)[None]                   # (1, K, d)
+        C = alpha ** 2 * var + sigma ** 2                           # (B, K, d)
+        diff = xp.expand_dims(x, 1) - alpha * mu                    # (B, K, d)
+        log_n = -0.5 * xp.sum(diff ** 2 / C + xp.log(2 * math.pi * C), axis=2)  # (B, K)
+        log_w = log_n + xp.asarray(np.log(np.maximum(self.weights, 1e-300)), like=x)
+        return log_w, diff, C, alpha, var, mu
+
+    def _posterior_weights(self, log_w):
+        xp = namespace(log_w)
+        return xp.exp(log_w - xp.logsumexp(log_w, axis=1, keepdims=True))   # (B, K)
+
+    def log_prob(self, x, alpha=1.0, sigma=0.0):
+        """log p(x) of the noised marginal (alpha=1, sigma=0: the data density).  (B, d) -> (B,)."""
+        log_w = self._components(x, alpha, sigma)[0]
+        return namespace(x).logsumexp(log_w, axis=1)
+
+    def score(self, x, alpha=1.0, sigma=0.0):
+        """grad_x log p(x) of the noised marginal, exact.  (B, d) -> (B, d)."""
+        xp = namespace(x)
+        log_w, diff, C, *_ = self._components(x, alpha, sigma)
+        r = self._posterior_weights(log_w)
+        return xp.sum(xp.expand_dims(r, 2) * (-diff / C), axis=1)
+
+    def denoise(self, x, alpha=1.0, sigma=0.0):
+        """The exact denoiser E[x_0 | x] (Tweedie), per component mu_k + alpha s_k^2 / C_k (x - alpha mu_k)."""
+        xp = namespace(x)
+        log_w, diff, C, alpha_, var, mu = self._components(x, alpha, sigma)
+        r = self._posterior_weights(log_w)
+        return xp.sum(xp.expand_dims(r, 2) * (mu + alpha_ * var / C * diff), axis=1)
+
+    def eps_model(self, alpha_bar):
+        """The exact DDPM noise predictor E[eps | x_t] = -sqrt(1 - alpha_bar_t) score, as eps(x, t)."""
+        def eps(x, t, **_):
+            xp = namespace(x)
+            a = xp.gather(xp.asarray(alpha_bar, like=x), t)
+            return -xp.expand_dims(xp.sqrt(1 - a), 1) * self.score(x, xp.sqrt(a), xp.sqrt(1 - a))
+        return eps
+
+
+def eight_gaussians_mixture(radius: float = 2.0, std: float = 0.15) -> GaussianMixture:
+    """Eight equal Gaussians on a circle (scaled so the data has roughly unit variance)."""
+    angles = 2 * np.pi * np.arange(8) / 8
+    scale = 1.0 / math.sqrt((radius ** 2 + 2 * std ** 2) / 2)
+    means = scale * radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return GaussianMixture(means, scale * std)
+
+
+def _standardise(x, scale):
+    return (x / scale).astype(np.float64)
+
+
+def swiss_roll(n, rng):
+    t = 1.5 * np.pi * (1 + 2 * rng.random(n))
+    x = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) + 0.25 * rng.standard_normal((n, 2))
+    return _standardise(x, 7.0)
+
+
+def two_moons(n, rng):
+    n1 = n // 2
+    a = np.pi * rng.random(n1)
+    b = np.pi * rng.random(n - n1)
+    upper = np.stack([np.cos(a), np.sin(a)], axis=1)
+    lower = np.stack([1 - np.cos(b), 0.5 - np.sin(b)], axis=1)
+    x = np.concatenate([upper, lower])[rng.permutation(n)] + 0.05 * rng.standard_normal((n, 2))
+    return _standardise(x - np.array([0.5, 0.25]), 0.75)
+
+
+def checkerboard(n, rng):
+    x1 = 4 * rng.random(n) - 2
+    x2 = 2 * rng.random(n) - rng.integers(0, 2, n) * 2
+    x2 = x2 + np.floor(x1) % 2
+    return _standardise(np.stack([x1, x2], axis=1), 1.15)
+
+
+def rings(n, rng):
+    radii = np.array([0.5, 1.0, 1.5, 2.0])
+    r = radii[rng.integers(0, 4, n)] + 0.04 * rng.standard_normal(n)
+    a = 2 * np.pi * rng.random(n)
+    return _standardise(np.stack([r * np.cos(a), r * np.sin(a)], axis=1), 1.0)
+
+
+def spiral(n, rng):
+    t = np.sqrt(rng.random(n)) * 3 * np.pi
+    x = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) / (3 * np.pi) * 2
+    return _standardise(x + 0.05 * rng.standard_normal((n, 2)), 0.9)
+
+
+def _gmm_sampler(gmm):
+    return lambda n, rng: gmm.sample(n, rng)
+
+
+DATASETS = {
+    "swiss_roll": swiss_roll,
+    "two_moons": two_moons,
+    "8gaussians": _gmm_sampler(eight_gaussians_mixture()),
+    "checkerboard": checkerboard,
+    "rings": rings,
+    "spiral": spiral,
+}
+
+
+def sample_toy(name: str, n: int, rng=0) -> np.ndarray:
+    """``n`` points of the 2-D dataset ``name`` (one of ``DATASETS``) as a (n, 2) float64 array."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    n = _checks.positive_int("n", n)
+    return DATASETS[name](n, _as_rng(rng))
+
+
+def exact_density(name: str):
+    """The dataset's density as a ``GaussianMixture`` where it is known exactly, else None."""
+    return eight_gaussians_mixture() if name == "8gaussians" else None

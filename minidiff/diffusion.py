@@ -1,0 +1,132 @@
+"""The discrete forward process q(x_t | x_0), its posterior, and the four prediction targets.
+
+All functions take arrays of either backend (NumPy/autograd or torch) and integer timesteps
+``t`` of shape (B,) in [0, T).  Shapes: x0, x_t, eps are (B, ...) and coefficients broadcast.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+from .backend import namespace
+
+
+def _coef(table, t, like):
+    """table[t] as an array of ``like``'s backend and dtype, shaped (B, 1, ..., 1)."""
+    xp = namespace(like)
+    c = xp.gather(xp.asarray(table, like=like), t)
+    return xp.append_dims(c, like.ndim)
+
+
+def q_sample(x0, t, alpha_bar, noise):
+    """DDPM eq. (4): x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.  (B, ...) -> (B, ...)."""
+    _checks.same_shape("x0", x0, "noise", noise)
+    _checks.timesteps(t, len(alpha_bar))
+    _checks.batch_of("t", t, x0)
+    xp = namespace(x0, noise)
+    # BEGIN SOLUTION
+    a = _coef(alpha_bar, t, x0)
+    return xp.sqrt(a) * x0 + xp.sqrt(1 - a) * noise
+    # END SOLUTION
+
+
+def q_posterior(x0, x_t, t, betas):
+    """DDPM eqs. (6)-(7): mean and variance of q(x_{t-1} | x_t, x_0).
+
+    mean = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
+         + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
+    var  = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t          (alpha_bar_{-1} = 1)
+    Returns (mean (B, ...), var (B, 1, ..., 1)).
+    """
+    _checks.same_shape("x0", x0, "x_t", x_t)
+    betas = _checks.betas(betas)
+    _checks.timesteps(t, len(betas))
+    xp = namespace(x0, x_t)
+    # BEGIN SOLUTION
+    alpha_bar = np.cumprod(1 - betas)
+    alpha_bar_prev = np.append(1.0, alpha_bar[:-1])
+    coef_x0 = np.sqrt(alpha_bar_prev) * betas / (1 - alpha_bar)
+    coef_xt = np.sqrt(1 - betas) * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    var = (1 - alpha_bar_prev) / (1 - alpha_bar) * betas
+    mean = _coef(coef_x0, t, x0) * x0 + _coef(coef_xt, t, x_t) * x_t
+    return mean, _coef(var, t, x0)
+    # END SOLUTION
+
+
+def eps_to_x0(x_t, t, eps, alpha_bar):
+    """Invert eq. (4): x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+    xp = namespace(x_t, eps)
+    # BEGIN SOLUTION
+    a = _coef(alpha_bar, t, x_t)
+    return (x_t - xp.sqrt(1 - a) * eps) / xp.sqrt(a)
+    # END SOLUTION
+
+
+def x0_to_eps(x_t, t, x0, alpha_bar):
+    """Invert eq. (4) for the noise: eps_hat = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t)."""
+    xp = namespace(x_t, x0)
+    a = _coef(alpha_bar, t, x_t)
+    return (x_t - xp.sqrt(a) * x0) / xp.sqrt(1 - a)
+
+
+def eps_to_score(eps, t, alpha_bar):
+    """Tweedie / Luo 2022 eq. (133): grad log q(x_t) = -eps / sqrt(1 - alpha_bar_t)."""
+    xp = namespace(eps)
+    # BEGIN SOLUTION
+    return -eps / xp.sqrt(1 - _coef(alpha_bar, t, eps))
+    # END SOLUTION
+
+
+def score_to_eps(score, t, alpha_bar):
+    """The inverse of ``eps_to_score``: eps = -sqrt(1 - alpha_bar_t) score."""
+    xp = namespace(score)
+    return -xp.sqrt(1 - _coef(alpha_bar, t, score)) * score
+
+
+def v_target(x0, eps, t, alpha_bar):
+    """Salimans & Ho 2022, eq. (9) in their notation: v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0."""
+    xp = namespace(x0, eps)
+    a = _coef(alpha_bar, t, x0)
+    return xp.sqrt(a) * eps - xp.sqrt(1 - a) * x0
+
+
+def v_to_eps(x_t, t, v, alpha_bar):
+    """eps = sqrt(alpha_bar) v + sqrt(1 - alpha_bar) x_t (follows from eq. (4) and the v definition)."""
+    xp = namespace(x_t, v)
+    a = _coef(alpha_bar, t, x_t)
+    return xp.sqrt(a) * v + xp.sqrt(1 - a) * x_t
+
+
+TARGETS = ("eps", "x0", "score", "v")
+
+
+def to_eps(output, target: str, x_t, t, alpha_bar):
+    """Read a network's output for ``target`` ('eps', 'x0', 'score' or 'v') as an eps prediction."""
+    _checks.choice("target", target, TARGETS)
+    if target == "eps":
+        return output
+    if target == "x0":
+        return x0_to_eps(x_t, t, output, alpha_bar)
+    if target == "score":
+        return score_to_eps(output, t, alpha_bar)
+    return v_to_eps(x_t, t, output, alpha_bar)
+
+
+def target_of(target: str, x0, eps, t, alpha_bar):
+    """The regression target for ``target`` given the clean data and the noise that made x_t."""
+    _checks.choice("target", target, TARGETS)
+    if target == "eps":
+        return eps
+    if target == "x0":
+        return x0
+    if target == "score":
+        return eps_to_score(eps, t, alpha_bar)
+    return v_target(x0, eps, t, alpha_bar)
+
+
+def as_eps_model(model, target: str, alpha_bar):
+    """Wrap a model trained for ``target`` as an eps-model ``eps(x_t, t)`` for the samplers."""
+    _checks.choice("target", target, TARGETS)
+    if target == "eps":
+        return model
+    return lambda x_t, t, **kw: to_eps(model(x_t, t, **kw), target, x_t, t, alpha_bar)

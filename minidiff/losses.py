@@ -1,0 +1,31 @@
+"""Training losses.  The noise and timesteps are passed in, so a loss is a pure function."""
+from __future__ import annotations
+
+from . import _checks
+from .backend import namespace
+from .diffusion import TARGETS, q_sample, target_of
+
+
+def ddpm_loss(model, x0, t, noise, alpha_bar, target: str = "eps", **model_kwargs):
+    """DDPM Algorithm 1, line 5 (L_simple): mean || target - model(x_t, t) ||^2 with
+    x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps.
+
+    ``target`` picks what the network predicts: 'eps' (DDPM), 'x0', 'score' or 'v'.
+    x0, noise: (B, ...); t: (B,) integers in [0, T).  Returns a scalar.
+    """
+    _checks.choice("target", target, TARGETS)
+    xp = namespace(x0, noise)
+    # BEGIN SOLUTION
+    x_t = q_sample(x0, t, alpha_bar, noise)
+    prediction = model(x_t, t, **model_kwargs)
+    _checks.same_shape("model output", prediction, "x0", x0)
+    return xp.mean(xp.square(prediction - target_of(target, x0, noise, t, alpha_bar)))
+    # END SOLUTION
+
+
+def draw_ddpm_inputs(rng, x0, T: int):
+    """The randomness of one L_simple step: t ~ Uniform{0..T-1} and eps ~ N(0, I), as arrays like x0."""
+    xp = namespace(x0)
+    t = rng.randint(0, T, (x0.shape[0],))
+    noise = xp.asarray(rng.randn(tuple(x0.shape)), like=x0)
+    return t, noise

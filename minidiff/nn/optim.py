@@ -1,0 +1,75 @@
+"""Adam(W), gradient clipping and EMA over parameter pytrees, written once for both backends."""
+from __future__ import annotations
+
+import math
+
+from ..backend import namespace, tree_leaves, tree_map
+
+
+def _is_param(p):
+    return not isinstance(p, (int, float, str))
+
+
+def _map(f, tree, *rest):
+    return tree_map(lambda p, *r: f(p, *r) if _is_param(p) else p, tree, *rest)
+
+
+def global_norm(grads) -> float:
+    """sqrt(sum of squared entries over every leaf)."""
+    total = 0.0
+    for g in tree_leaves(grads):
+        if _is_param(g):
+            xp = namespace(g)
+            total += float(xp.sum(g * g))
+    return math.sqrt(total)
+
+
+def clip_grad_norm(grads, max_norm: float):
+    """Rescale ``grads`` so that their global norm is at most ``max_norm`` (Pascanu et al. 2013)."""
+    if max_norm <= 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
+    # BEGIN SOLUTION
+    norm = global_norm(grads)
+    if norm <= max_norm:
+        return grads
+    scale = max_norm / (norm + 1e-12)
+    return _map(lambda g: g * scale, grads)
+    # END SOLUTION
+
+
+def adam_init(params) -> dict:
+    """Adam state: first and second moments m, v (zeros like params) and the step count."""
+    zeros = _map(lambda p: p * 0, params)
+    return {"m": zeros, "v": _map(lambda p: p * 0, params), "step": 0}
+
+
+def adam_update(params, grads, state, lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
+                eps: float = 1e-8, weight_decay: float = 0.0):
+    """One AdamW step (Kingma & Ba 2015, Algorithm 1; decoupled weight decay of Loshchilov &
+    Hutter 2019):  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+    p -= lr (m_hat / (sqrt(v_hat) + eps) + weight_decay p), with m_hat = m / (1 - b1^k), v_hat = v / (1 - b2^k).
+    Returns (new params, new state); nothing is modified in place."""
+    if lr <= 0 or not (0 <= b1 < 1) or not (0 <= b2 < 1) or weight_decay < 0:
+        raise ValueError(f"need lr > 0, 0 <= b1, b2 < 1 and weight_decay >= 0; got lr={lr}, b1={b1}, b2={b2}, "
+                         f"weight_decay={weight_decay}")
+    # BEGIN SOLUTION
+    k = state["step"] + 1
+    m = _map(lambda m_, g: b1 * m_ + (1 - b1) * g, state["m"], grads)
+    v = _map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, state["v"], grads)
+    c1, c2 = 1 - b1 ** k, 1 - b2 ** k
+
+    def step(p, m_, v_):
+        xp = namespace(p)
+        return p - lr * ((m_ / c1) / (xp.sqrt(v_ / c2) + eps) + weight_decay * p)
+
+    return _map(step, params, m, v), {"m": m, "v": v, "step": k}
+    # END SOLUTION
+
+
+def ema_update(ema_params, params, decay: float = 0.999):
+    """Exponential moving average of the weights: ema = decay ema + (1 - decay) params."""
+    if not 0 <= decay <= 1:
+        raise ValueError(f"decay must lie in [0, 1], got {decay!r}")
+    # BEGIN SOLUTION
+    return _map(lambda e, p: decay * e + (1 - decay) * p, ema_params, params)
+    # END SOLUTION

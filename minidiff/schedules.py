@@ -1,0 +1,61 @@
+"""Noise schedules for the discrete-time forward process (DDPM, iDDPM).
+
+Index convention: the T steps are numbered t = 0, ..., T-1 (the papers' t = 1, ..., T), so
+``betas[0]`` is the paper's beta_1.  Schedules are float64 NumPy constants; algorithms move them
+to the backend and dtype of their inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _checks
+
+
+def linear_betas(T: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> np.ndarray:
+    """DDPM section 4: beta_t rising linearly from beta_1 to beta_T.  Returns (T,) float64."""
+    T = _checks.positive_int("T", T)
+    if not 0 < beta_1 <= beta_T < 1:
+        raise ValueError(f"need 0 < beta_1 <= beta_T < 1, got beta_1={beta_1!r}, beta_T={beta_T!r}")
+    # BEGIN SOLUTION
+    return np.linspace(beta_1, beta_T, T, dtype=np.float64)
+    # END SOLUTION
+
+
+def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    """iDDPM eq. (17): alpha_bar(t) = f(t)/f(0), f(t) = cos^2(((t/T + s)/(1 + s)) pi/2),
+    and beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} clipped to ``max_beta``.  Returns (T,)."""
+    T = _checks.positive_int("T", T)
+    if not 0 < max_beta < 1:
+        raise ValueError(f"max_beta must lie in (0, 1), got {max_beta!r}")
+    if s < 0:
+        raise ValueError(f"s must be >= 0, got {s!r}")
+    # BEGIN SOLUTION
+    steps = np.arange(T + 1, dtype=np.float64) / T
+    f = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    return np.clip(1 - alpha_bar[1:] / alpha_bar[:-1], 0, max_beta)
+    # END SOLUTION
+
+
+def alpha_bars(betas) -> np.ndarray:
+    """DDPM eq. (4): alpha_t = 1 - beta_t and alpha_bar_t = prod_{s<=t} alpha_s.  (T,) -> (T,)."""
+    betas = _checks.betas(betas)
+    # BEGIN SOLUTION
+    return np.cumprod(1.0 - betas)
+    # END SOLUTION
+
+
+def snr(alpha_bar) -> np.ndarray:
+    """Signal-to-noise ratio SNR_t = alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021, eq. 2)."""
+    alpha_bar = _checks.alpha_bar(alpha_bar)
+    # BEGIN SOLUTION
+    return alpha_bar / (1.0 - alpha_bar)
+    # END SOLUTION
+
+
+def make_betas(kind: str, T: int) -> np.ndarray:
+    """A named schedule: 'linear' (DDPM) or 'cosine' (iDDPM)."""
+    _checks.choice("schedule", kind, ("linear", "cosine"))
+    return linear_betas(T) if kind == "linear" else cosine_betas(T)

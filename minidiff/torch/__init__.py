@@ -1,0 +1,9 @@
+"""The PyTorch backend's models (needs the ``torch`` extra: ``pip install minidiff[torch]``)."""
+try:
+    import torch  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("minidiff.torch needs PyTorch: pip install 'minidiff[torch]' (see the README)") from e
+
+from .mlp import TorchMLP
+
+__all__ = ["TorchMLP"]
