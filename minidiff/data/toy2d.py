@@ -54,42 +54,17 @@ class GaussianMixture:
         k = rng.choice(len(self.weights), size=n, p=self.weights)
         return self.means[k] + np.sqrt(self.vars[k]) * rng.standard_normal((n, self.dim))
 
-    def _components(self, x, alpha, sigma):
-        """Per-component log N(x; alpha mu_k, C_k), the residuals and C_k.  x: (B, d)."""
-        xp = namespace(x)
-        B = x.shape[0]
-        alpha = xp.reshape(xp.asarray(alpha, like=x) * xp.ones((B,), like=x), (B, 1, 1))
-        sigma = xp.reshape(xp.asarray(sigma, like=x) * xp.ones((B,), like=x), (B, 1, 1))
-        mu = xp.asarray(self.means, like=x)[None]                   # (1, K, d)
-        var = xp.asarray(self.vars, like=x)[None]                   # (1, K, d)
-        C = alpha ** 2 * var + sigma ** 2                           # (B, K, d)
-        diff = xp.expand_dims(x, 1) - alpha * mu                    # (B, K, d)
-        log_n = -0.5 * xp.sum(diff ** 2 / C + xp.log(2 * math.pi * C), axis=2)  # (B, K)
-        log_w = log_n + xp.asarray(np.log(np.maximum(self.weights, 1e-300)), like=x)
-        return log_w, diff, C, alpha, var, mu
-
-    def _posterior_weights(self, log_w):
-        xp = namespace(log_w)
-        return xp.exp(log_w - xp.logsumexp(log_w, axis=1, keepdims=True))   # (B, K)
-
     def log_prob(self, x, alpha=1.0, sigma=0.0):
         """log p(x) of the noised marginal (alpha=1, sigma=0: the data density).  (B, d) -> (B,)."""
-        log_w = self._components(x, alpha, sigma)[0]
-        return namespace(x).logsumexp(log_w, axis=1)
+        return mixture_log_prob(x, self.means, self.vars, self.weights, alpha, sigma)
 
     def score(self, x, alpha=1.0, sigma=0.0):
         """grad_x log p(x) of the noised marginal, exact.  (B, d) -> (B, d)."""
-        xp = namespace(x)
-        log_w, diff, C, *_ = self._components(x, alpha, sigma)
-        r = self._posterior_weights(log_w)
-        return xp.sum(xp.expand_dims(r, 2) * (-diff / C), axis=1)
+        return mixture_score(x, self.means, self.vars, self.weights, alpha, sigma)
 
     def denoise(self, x, alpha=1.0, sigma=0.0):
-        """The exact denoiser E[x_0 | x] (Tweedie), per component mu_k + alpha s_k^2 / C_k (x - alpha mu_k)."""
-        xp = namespace(x)
-        log_w, diff, C, alpha_, var, mu = self._components(x, alpha, sigma)
-        r = self._posterior_weights(log_w)
-        return xp.sum(xp.expand_dims(r, 2) * (mu + alpha_ * var / C * diff), axis=1)
+        """The exact denoiser E[x_0 | x] (Tweedie's formula: (x + sigma^2 score) / alpha)."""
+        return (x + sigma ** 2 * self.score(x, alpha, sigma)) / alpha
 
     def eps_model(self, alpha_bar):
         """The exact DDPM noise predictor E[eps | x_t] = -sqrt(1 - alpha_bar_t) score, as eps(x, t)."""
@@ -98,6 +73,36 @@ class GaussianMixture:
             a = xp.gather(xp.asarray(alpha_bar, like=x), t)
             return -xp.expand_dims(xp.sqrt(1 - a), 1) * self.score(x, xp.sqrt(a), xp.sqrt(1 - a))
         return eps
+
+
+def _mixture_terms(x, means, variances, weights, alpha, sigma):
+    """log(pi_k N(x; alpha mu_k, C_k)) (B, K), the residuals x - alpha mu_k and C_k (B, K, d)."""
+    xp = namespace(x)
+    B = x.shape[0]
+    alpha = xp.reshape(xp.asarray(alpha, like=x) * xp.ones((B,), like=x), (B, 1, 1))
+    sigma = xp.reshape(xp.asarray(sigma, like=x) * xp.ones((B,), like=x), (B, 1, 1))
+    C = alpha ** 2 * xp.asarray(variances, like=x)[None] + sigma ** 2     # (B, K, d)
+    diff = xp.expand_dims(x, 1) - alpha * xp.asarray(means, like=x)[None]  # (B, K, d)
+    log_n = -0.5 * xp.sum(diff ** 2 / C + xp.log(2 * math.pi * C), axis=2)  # (B, K)
+    return log_n + xp.asarray(np.log(np.maximum(weights, 1e-300)), like=x), diff, C
+
+
+def mixture_log_prob(x, means, variances, weights, alpha=1.0, sigma=0.0):
+    """log p(x) for x = alpha x_0 + sigma eps, x_0 ~ sum_k pi_k N(mu_k, diag(v_k)).  (B, d) -> (B,)."""
+    log_w, _, _ = _mixture_terms(x, means, variances, weights, alpha, sigma)
+    return namespace(x).logsumexp(log_w, axis=1)
+
+
+def mixture_score(x, means, variances, weights, alpha=1.0, sigma=0.0):
+    """Exact score of the noised mixture: grad log p(x) = sum_k r_k(x) (-(x - alpha mu_k) / C_k),
+    C_k = alpha^2 v_k + sigma^2, with responsibilities r_k(x) = softmax_k log(pi_k N(x; alpha mu_k, C_k)).
+    x: (B, d); means, variances: (K, d); weights: (K,); alpha, sigma: scalars or (B,).  -> (B, d)."""
+    xp = namespace(x)
+    # BEGIN SOLUTION
+    log_w, diff, C = _mixture_terms(x, means, variances, weights, alpha, sigma)
+    r = xp.exp(log_w - xp.logsumexp(log_w, axis=1, keepdims=True))   # (B, K)
+    return xp.sum(xp.expand_dims(r, 2) * (-diff / C), axis=1)
+    # END SOLUTION
 
 
 def eight_gaussians_mixture(radius: float = 2.0, std: float = 0.15) -> GaussianMixture:
