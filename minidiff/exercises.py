@@ -1,0 +1,301 @@
+"""The lessons' exercises: which reference functions each lesson asks for, the stub generator,
+and the switch between the reference and the learner's file.
+
+The reference solution of an exercise is the function in ``minidiff`` itself; its body marks
+the part a learner writes with ``# BEGIN SOLUTION`` / ``# END SOLUTION`` (as nbgrader does).
+``lessons/NN_topic.py`` is generated from those functions with the marked part replaced by
+``raise NotImplementedError(...)``; ``python -m minidiff.exercises --check`` fails when a
+committed stub is out of date.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+STUB_MARK = "EXERCISE"  # every stub's NotImplementedError message starts with this word
+
+
+@dataclasses.dataclass(frozen=True)
+class Exercise:
+    name: str        # the function's name, in the lesson file and in ``module``
+    module: str      # where the reference lives, e.g. "minidiff.diffusion"
+    hint: str        # one line shown by `minidiff check` when the exercise fails
+
+    def reference(self):
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lesson:
+    number: str
+    stem: str
+    title: str
+    imports: tuple
+    exercises: tuple
+
+    @property
+    def notebook(self) -> str:
+        return f"notebooks/{self.stem}.ipynb"
+
+    @property
+    def stub_path(self) -> str:
+        return f"lessons/{self.stem}.py"
+
+    @property
+    def test_path(self) -> str:
+        return f"tests/lessons/test_{self.stem}.py"
+
+
+_COMMON_IMPORTS = (
+    "import math",
+    "",
+    "import numpy as np",
+    "",
+    "from minidiff import _checks",
+    "from minidiff.backend import namespace",
+)
+
+LESSONS = {
+    lesson.number: lesson
+    for lesson in (
+        Lesson("00", "00_toy_data_metrics", "Toy data and two-sample metrics",
+               _COMMON_IMPORTS + ("from minidiff.data.toy2d import _mixture_terms",
+                                  "from minidiff.metrics import _check_pair, _pairwise_sq_dists"),
+               (Exercise("sliced_wasserstein", "minidiff.metrics",
+                         "project both clouds on random unit directions, sort each projection, "
+                         "average |difference|^p over points and directions, then take the 1/p power"),
+                Exercise("mmd2_unbiased", "minidiff.metrics",
+                         "Gretton et al. eq. 3: mean k(x,x') over i != j, plus the same for y, minus 2 mean k(x,y); "
+                         "k is a sum of Gaussian kernels over the bandwidths"),
+                Exercise("energy_distance", "minidiff.metrics",
+                         "2 E|X-Y| - E|X-X'| - E|Y-Y'|, the within-sample means over distinct pairs (divide by n(n-1))"),
+                Exercise("mixture_score", "minidiff.data.toy2d",
+                         "score = sum_k r_k(x) * (-(x - alpha mu_k) / C_k), r = softmax of the per-component "
+                         "log-densities (use _mixture_terms and a logsumexp)"))),
+        Lesson("01", "01_autograd_mlp_adam", "Autograd, an MLP with a time embedding, Adam and EMA",
+               _COMMON_IMPORTS + ("from minidiff.nn.mlp import sinusoidal_embedding",
+                                  "from minidiff.nn.optim import _map, global_norm"),
+               (Exercise("sinusoidal_embedding", "minidiff.nn.mlp",
+                         "angles = t[:, None] * freqs[None, :] with freqs = max_period^(-i/half); "
+                         "return concatenate([cos, sin], axis=1), shape (B, dim)"),
+                Exercise("mlp", "minidiff.nn.mlp",
+                         "h = concat(x, emb(t)); for each [W, b]: h = xp.linear(h, W, b), then xp.silu except "
+                         "after the last layer"),
+                Exercise("clip_grad_norm", "minidiff.nn.optim",
+                         "if global_norm(grads) > max_norm, multiply every leaf by max_norm / norm; else return as is"),
+                Exercise("adam_update", "minidiff.nn.optim",
+                         "Kingma & Ba Algorithm 1 with bias correction 1 - b^k (k counts from 1), plus "
+                         "lr * weight_decay * p (decoupled); return new params and the new state dict"),
+                Exercise("ema_update", "minidiff.nn.optim",
+                         "ema = decay * ema + (1 - decay) * params, leaf by leaf (use _map)"))),
+        Lesson("02", "02_forward_process", "The forward process and noise schedules",
+               _COMMON_IMPORTS + ("from minidiff.diffusion import _coef",),
+               (Exercise("linear_betas", "minidiff.schedules",
+                         "T equally spaced values from beta_1 to beta_T inclusive (float64)"),
+                Exercise("cosine_betas", "minidiff.schedules",
+                         "iDDPM eq. 17: f(t) = cos^2(((t/T + s)/(1+s)) pi/2) for t = 0..T, "
+                         "alpha_bar = f/f(0), beta = 1 - alpha_bar[1:]/alpha_bar[:-1], clipped to max_beta"),
+                Exercise("alpha_bars", "minidiff.schedules", "cumulative product of 1 - beta"),
+                Exercise("snr", "minidiff.schedules", "alpha_bar / (1 - alpha_bar)"),
+                Exercise("q_sample", "minidiff.diffusion",
+                         "DDPM eq. 4 with a = alpha_bar[t] shaped (B, 1): sqrt(a) x0 + sqrt(1 - a) noise "
+                         "(use _coef(alpha_bar, t, x0))"),
+                Exercise("q_posterior", "minidiff.diffusion",
+                         "DDPM eq. 7: build the two mean coefficients and the variance as (T,) tables "
+                         "(alpha_bar_prev starts at 1), then index them with _coef"))),
+        Lesson("03", "03_ddpm", "DDPM: training, ancestral sampling, three targets and the bound",
+               _COMMON_IMPORTS + ("from minidiff.diffusion import TARGETS, _coef, q_posterior, q_sample, target_of",
+                                  "from minidiff.samplers import ddpm_sigma2"),
+               (Exercise("ddpm_loss", "minidiff.losses",
+                         "x_t = q_sample(x0, t, alpha_bar, noise); compare model(x_t, t) with "
+                         "target_of(target, x0, noise, t, alpha_bar) by a mean squared error"),
+                Exercise("eps_to_x0", "minidiff.diffusion",
+                         "solve eq. 4 for x0: (x_t - sqrt(1 - a) eps) / sqrt(a), a = _coef(alpha_bar, t, x_t)"),
+                Exercise("eps_to_score", "minidiff.diffusion", "score = -eps / sqrt(1 - alpha_bar_t)"),
+                Exercise("ddpm_step", "minidiff.samplers",
+                         "Algorithm 2 line 4: (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t), plus "
+                         "sqrt(sigma2[t]) * noise unless t == 0"),
+                Exercise("gaussian_kl", "minidiff.elbo",
+                         "0.5 (log(var2/var1) + (var1 + (mean1 - mean2)^2) / var2 - 1)"))),
+    )
+}
+
+
+def get_lesson(number) -> Lesson:
+    key = f"{int(number):02d}" if str(number).isdigit() else str(number)
+    if key not in LESSONS:
+        raise ValueError(f"unknown lesson {number!r}; lessons are {', '.join(sorted(LESSONS))}")
+    return LESSONS[key]
+
+
+# ----------------------------------------------------------------------------------------------
+# Stub generation.
+
+_BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION\s*$")
+_END = re.compile(r"^\s*# END SOLUTION\s*$")
+
+
+def stub_source(exercise: Exercise) -> str:
+    """The reference function's source with its solution replaced by a NotImplementedError."""
+    lines = textwrap.dedent(inspect.getsource(exercise.reference())).splitlines()
+    out, inside, found = [], False, False
+    for line in lines:
+        begin = _BEGIN.match(line)
+        if begin:
+            inside, found = True, True
+            out.append(f'{begin.group(1)}raise NotImplementedError("{STUB_MARK} {exercise.name}: '
+                       f'write this function (see its docstring)")')
+        elif _END.match(line):
+            inside = False
+        elif not inside:
+            out.append(line)
+    if not found or inside:
+        raise ValueError(f"{exercise.module}.{exercise.name} has no complete BEGIN/END SOLUTION block")
+    return "\n".join(out) + "\n"
+
+
+def render_stub(lesson: Lesson) -> str:
+    """The text of ``lessons/NN_topic.py``."""
+    header = (f'"""Lesson {lesson.number}: {lesson.title}.\n\n'
+              f"Write the functions below; the notebook {lesson.notebook} explains the maths.\n"
+              f"Check your work with:   minidiff check {lesson.number}\n"
+              f"(or: python -m pytest {lesson.test_path} --impl=lesson)\n\n"
+              "Generated from the reference in minidiff/ by `python -m minidiff.exercises --write`;\n"
+              "the lines that are not NotImplementedError are given to you.\n"
+              '"""\n')
+    body = "\n\n".join(stub_source(ex) for ex in lesson.exercises)
+    return header + "from __future__ import annotations\n\n" + "\n".join(lesson.imports) + "\n\n\n" + body
+
+
+def repo_root() -> Path:
+    """The folder holding lessons/ and tests/: the clone minidiff was installed from, else the cwd."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "lessons").is_dir() else Path.cwd()
+
+
+def write_stubs(folder=None) -> list:
+    folder = Path(folder) if folder else repo_root() / "lessons"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for lesson in LESSONS.values():
+        path = folder / f"{lesson.stem}.py"
+        path.write_text(render_stub(lesson))
+        paths.append(path)
+    return paths
+
+
+def check_stubs(folder=None) -> list:
+    """Problems with the committed stubs: out of date, or missing a name a solution needs."""
+    folder = Path(folder) if folder else repo_root() / "lessons"
+    problems = []
+    for lesson in LESSONS.values():
+        path = folder / f"{lesson.stem}.py"
+        if not path.exists() or path.read_text() != render_stub(lesson):
+            problems.append(f"{path} is out of date: run `python -m minidiff.exercises --write`")
+            continue
+        module = load_module(path, f"_minidiff_stub_{lesson.number}")
+        for ex in lesson.exercises:
+            for name in _global_names(ex.reference()):
+                if not hasattr(module, name):
+                    problems.append(f"{path}: {ex.name} needs {name!r}, which the stub does not import")
+    return problems
+
+
+def _global_names(fn) -> set:
+    """Global names a function (and its nested functions) reads."""
+    names, stack = set(), [fn.__code__]
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return {n for n in names if n in fn.__globals__}
+
+
+# ----------------------------------------------------------------------------------------------
+# The switch between the reference and the learner's functions.
+
+def load_module(path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def is_stub(fn) -> bool:
+    """True when ``fn`` still raises the generated NotImplementedError."""
+    try:
+        return f'NotImplementedError("{STUB_MARK} ' in inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+
+
+def implementation(number, impl: str = "reference", folder=None) -> types.SimpleNamespace:
+    """The lesson's exercise functions from ``impl``: 'reference' (minidiff), 'lesson' (the
+    learner's lessons/NN_topic.py) or 'stub' (freshly generated, untouched stubs)."""
+    lesson = get_lesson(number)
+    if impl == "reference":
+        return types.SimpleNamespace(**{ex.name: ex.reference() for ex in lesson.exercises})
+    if impl == "stub":
+        import tempfile
+        folder = Path(tempfile.mkdtemp(prefix="minidiff-stubs-"))
+        (folder / f"{lesson.stem}.py").write_text(render_stub(lesson))
+    elif impl != "lesson":
+        raise ValueError(f"impl must be 'reference', 'lesson' or 'stub', got {impl!r}")
+    folder = Path(folder) if folder else repo_root() / "lessons"
+    module = load_module(folder / f"{lesson.stem}.py", f"lesson_{lesson.stem}_{impl}")
+    return types.SimpleNamespace(**{ex.name: getattr(module, ex.name) for ex in lesson.exercises})
+
+
+def load_lesson(number, verbose: bool = True) -> types.SimpleNamespace:
+    """For the notebooks: the learner's function where it is written, the reference elsewhere."""
+    lesson = get_lesson(number)
+    path = repo_root() / lesson.stub_path
+    try:
+        learner = implementation(number, "lesson")
+    except Exception as e:  # a syntax error in the learner's file must not stop the notebook
+        if verbose:
+            print(f"Could not import {path} ({type(e).__name__}: {e}); using the reference for every exercise.")
+        learner = None
+    chosen = {}
+    for ex in lesson.exercises:
+        fn = getattr(learner, ex.name, None)
+        if fn is None or is_stub(fn):
+            chosen[ex.name] = ex.reference()
+            if verbose:
+                print(f"  {ex.name:22s} reference (not yet written in {lesson.stub_path})")
+        else:
+            chosen[ex.name] = fn
+            if verbose:
+                print(f"  {ex.name:22s} yours, from {lesson.stub_path}")
+    return types.SimpleNamespace(**chosen)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minidiff.exercises",
+                                     description="Generate or check the lesson stubs in lessons/.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true", help="regenerate lessons/*.py from the reference")
+    group.add_argument("--check", action="store_true", help="fail if a committed stub is out of date")
+    args = parser.parse_args(argv)
+    if args.write:
+        for p in write_stubs():
+            print(f"wrote {p}")
+        return 0
+    problems = check_stubs()
+    for p in problems:
+        print(p, file=sys.stderr)
+    if not problems:
+        print(f"all {len(LESSONS)} lesson stubs are up to date")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

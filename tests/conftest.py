@@ -1,0 +1,29 @@
+"""Shared pytest set-up: the --impl switch for the lesson checks (DESIGN section 4)."""
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--impl", default=os.environ.get("MINIDIFF_IMPL", "reference"),
+        choices=("reference", "lesson", "stub"),
+        help="which implementation the lesson checks in tests/lessons run against: the reference in "
+             "minidiff (default), the learner's lessons/NN_topic.py, or freshly generated stubs",
+    )
+
+
+@pytest.fixture(scope="module")
+def ex(request):
+    """The exercise functions of the test module's lesson (its LESSON constant), from --impl."""
+    from minidiff.exercises import implementation
+
+    return implementation(request.module.LESSON, request.config.getoption("--impl"))
+
+
+@pytest.fixture(autouse=True)
+def _record_exercise(request, record_property):
+    """Tag each lesson check with its exercise in the JUnit report (read by tests/test_exercises.py)."""
+    marker = request.node.get_closest_marker("exercise")
+    if marker is not None:
+        record_property("exercise", marker.args[0])
