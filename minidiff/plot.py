@@ -1,0 +1,99 @@
+"""Plots for the lessons and the CLI: scatter plots, reverse trajectories, GIF animations."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg",) and not _interactive():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _interactive() -> bool:
+    try:
+        from IPython import get_ipython
+        return get_ipython() is not None
+    except ImportError:
+        return False
+
+
+def scatter(points, ax=None, title=None, lim=3.0, s=1.0, color="C0", alpha=0.5):
+    """Scatter a (N, 2) point cloud on square axes [-lim, lim]^2."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    pts = np.asarray(points)
+    ax.scatter(pts[:, 0], pts[:, 1], s=s, c=color, alpha=alpha, linewidths=0)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def compare(samples, data, path=None, titles=("data", "samples"), lim=3.0):
+    """Data and samples side by side; saved to ``path`` when given.  Returns the figure."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    scatter(data, axes[0], titles[0], lim=lim, color="C1")
+    scatter(samples, axes[1], titles[1], lim=lim)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def trajectories(frames, ax=None, n_paths=64, lim=3.0, title=None):
+    """Draw the paths of ``n_paths`` points through a list of (N, 2) frames (x_T first)."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    path = np.stack([np.asarray(f)[:n_paths] for f in frames])   # (steps, n_paths, 2)
+    ax.plot(path[:, :, 0], path[:, :, 1], lw=0.5, alpha=0.6, color="0.4")
+    ax.scatter(path[0, :, 0], path[0, :, 1], s=4, c="C3", label="start")
+    ax.scatter(path[-1, :, 0], path[-1, :, 1], s=4, c="C0", label="end")
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=7)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def save_gif(frames, path, lim=3.0, fps=12, labels=None):
+    """Animate a list of (N, 2) frames into a GIF (matplotlib's Pillow writer)."""
+    plt = _plt()
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    first = np.asarray(frames[0])
+    dots = ax.scatter(first[:, 0], first[:, 1], s=1, alpha=0.5, linewidths=0)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    title = ax.set_title(labels[0] if labels else "")
+
+    def update(i):
+        dots.set_offsets(np.asarray(frames[i]))
+        if labels:
+            title.set_text(labels[i])
+        return dots, title
+
+    anim = FuncAnimation(fig, update, frames=len(frames), blit=False)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    anim.save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return path
