@@ -181,6 +181,13 @@ def repo_root() -> Path:
     return here if (here / "lessons").is_dir() else Path.cwd()
 
 
+def lessons_dir() -> Path:
+    """Where the learner's lesson files are: $MINIDIFF_LESSONS_DIR, else <repo>/lessons."""
+    import os
+
+    return Path(os.environ.get("MINIDIFF_LESSONS_DIR") or repo_root() / "lessons")
+
+
 def write_stubs(folder=None) -> list:
     folder = Path(folder) if folder else repo_root() / "lessons"
     folder.mkdir(parents=True, exist_ok=True)
@@ -249,7 +256,7 @@ def implementation(number, impl: str = "reference", folder=None) -> types.Simple
         (folder / f"{lesson.stem}.py").write_text(render_stub(lesson))
     elif impl != "lesson":
         raise ValueError(f"impl must be 'reference', 'lesson' or 'stub', got {impl!r}")
-    folder = Path(folder) if folder else repo_root() / "lessons"
+    folder = Path(folder) if folder else lessons_dir()
     module = load_module(folder / f"{lesson.stem}.py", f"lesson_{lesson.stem}_{impl}")
     return types.SimpleNamespace(**{ex.name: getattr(module, ex.name) for ex in lesson.exercises})
 
@@ -257,7 +264,7 @@ def implementation(number, impl: str = "reference", folder=None) -> types.Simple
 def load_lesson(number, verbose: bool = True) -> types.SimpleNamespace:
     """For the notebooks: the learner's function where it is written, the reference elsewhere."""
     lesson = get_lesson(number)
-    path = repo_root() / lesson.stub_path
+    path = lessons_dir() / f"{lesson.stem}.py"
     try:
         learner = implementation(number, "lesson")
     except Exception as e:  # a syntax error in the learner's file must not stop the notebook
