@@ -40,7 +40,9 @@ _BACKEND_NAMES = ("numpy", "torch")
 @autograd.extend.primitive
 def _np_linear(h, W, b):
     """h @ W + b.  h: (B, n_in), W: (n_in, n_out), b: (n_out,) -> (B, n_out)."""
-    return h @ W + b
+    out = h @ W
+    out += b            # in place: the same sum as ``h @ W + b`` without a second (B, n_out) array
+    return out
 
 
 autograd.extend.defvjp(
@@ -52,17 +54,39 @@ autograd.extend.defvjp(
 
 
 def _sigmoid(x):
+    """1 / (1 + exp(-x)), computed in one buffer of x's dtype (float32 stays float32)."""
+    s = np.negative(x)
     with np.errstate(over="ignore"):  # exp(-x) -> inf gives the right limit 0
-        return 1 / (1 + np.exp(-x))
+        np.exp(s, out=s)
+    s += 1
+    return np.divide(1, s, out=s)
+
+
+# The sigmoid of the last SiLU forward, (output, sigmoid), handed to its VJP: autograd builds the
+# VJP right after the forward call (autograd.core.VJPNode), so the backward pass need not
+# recompute exp.  The identity check makes a stale entry harmless (it is then recomputed).
+_silu_saved = [None]
 
 
 @autograd.extend.primitive
 def _np_silu(x):
     """SiLU(x) = x sigmoid(x)."""
-    return x * _sigmoid(x)
+    s = _sigmoid(x)
+    ans = x * s
+    _silu_saved[0] = (ans, s)
+    return ans
 
 
-autograd.extend.defvjp(_np_silu, lambda ans, x: lambda g: g * (_sigmoid(x) * (1 + x - ans)))
+def _silu_vjp(ans, x):
+    saved, _silu_saved[0] = _silu_saved[0], None
+    s = saved[1] if saved is not None and saved[0] is ans else _sigmoid(x)
+    d = 1 + x           # SiLU'(x) = s (1 + x - x s) = s (1 + x - ans)
+    d -= ans
+    d *= s
+    return lambda g: g * d
+
+
+autograd.extend.defvjp(_np_silu, _silu_vjp)
 
 
 def _is_torch(a) -> bool:
@@ -364,6 +388,20 @@ def value_and_grad(fun):
         return value.detach(), _tree_unflatten(params, grads)
 
     return wrapped
+
+
+def vjp(fun, x, v):
+    """v^T J_fun(x): the vector-Jacobian product of ``fun`` at ``x``, on either backend.
+    fun maps (B, ...) to an array of the same shape; v has that shape."""
+    if _is_torch(x):
+        import torch
+
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(fun(x), x, v)
+        return g.detach()
+    vjp_fn, _ = autograd.make_vjp(fun)(x)
+    return vjp_fn(v)
 
 
 # ----------------------------------------------------------------------------------------------

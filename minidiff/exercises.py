@@ -125,6 +125,39 @@ LESSONS = {
                          "sqrt(sigma2[t]) * noise unless t == 0"),
                 Exercise("gaussian_kl", "minidiff.elbo",
                          "0.5 (log(var2/var1) + (var1 + (mean1 - mean2)^2) / var2 - 1)"))),
+        Lesson("04", "04_score_sde", "Score matching, SDEs, predictor-corrector and the probability-flow ODE",
+               _COMMON_IMPORTS + ("from minidiff.sde import _t_like, perturb, probability_flow_drift, reverse_drift",
+                                  "from minidiff.backend import vjp"),
+               (Exercise("vp_sde", "minidiff.sde",
+                         "Song et al. eq. 11: beta = beta_min + t (beta_max - beta_min) as a (B,) array "
+                         "(_t_like(t, x)); f = -0.5 beta x (broadcast with xp.append_dims), g = sqrt(beta)"),
+                Exercise("dsm_loss", "minidiff.sde",
+                         "eq. 7 with lambda = sigma^2: sigma(t) s(x_t, t) + z, squared, summed over data dims, "
+                         "averaged over the batch; x_t = perturb(sde, x0, t, noise), sigma from sde.marginal"),
+                Exercise("reverse_drift", "minidiff.sde", "eq. 6: f - g^2 score, with f, g = sde.sde(x, t)"),
+                Exercise("probability_flow_drift", "minidiff.sde", "eq. 13: f - g^2 score / 2"),
+                Exercise("euler_maruyama_step", "minidiff.sde",
+                         "x + reverse_drift * dt + g sqrt(-dt) z, with dt < 0 and t as a (B,) array"),
+                Exercise("langevin_step", "minidiff.sde",
+                         "Algorithm 4: eps = 2 alpha (snr * mean ||z|| / mean ||s||)^2 (norms per example, "
+                         "then averaged), x + eps s + sqrt(2 eps) z"),
+                Exercise("divergence_hutchinson", "minidiff.sde",
+                         "z^T J z: vjp(fun, x, probe) gives z^T J; multiply by the probe and sum over data dims"))),
+        Lesson("05", "05_ddim", "DDIM: the non-Markovian family, sub-sequences, inversion, interpolation",
+               _COMMON_IMPORTS + ("from minidiff.samplers import SPACINGS, _check_timesteps, _checked_model_output, ddim_sigma",),
+               (Exercise("ddim_timesteps", "minidiff.samplers",
+                         "n_steps DISTINCT integers in [0, T), returned in decreasing order; 'trailing' starts "
+                         "at T-1, 'leading' at 0 with stride T // n_steps"),
+                Exercise("ddim_sigma", "minidiff.samplers",
+                         "eq. 16: eta sqrt((1 - a_prev)/(1 - a_t)) sqrt(1 - a_t/a_prev)"),
+                Exercise("ddim_step", "minidiff.samplers",
+                         "eq. 12: sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps + sigma z; a_prev = 1 "
+                         "when t_prev = -1"),
+                Exercise("ddim_invert", "minidiff.samplers",
+                         "walk tau upwards; at each step predict eps at the current (less noisy) step, form "
+                         "x0_hat and re-noise deterministically to the next step: sqrt(a) x0_hat + sqrt(1 - a) eps"),
+                Exercise("slerp", "minidiff.samplers",
+                         "theta = arccos(<z0, z1> / (|z0| |z1|)); (sin((1-a) theta) z0 + sin(a theta) z1) / sin(theta)"))),
     )
 }
 

@@ -4,6 +4,8 @@ passed in as ``randn_like`` (as in EDM's sampler), and an optional per-step ``ca
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _checks
@@ -72,3 +74,140 @@ def ddpm_sample(eps_model, x_T, betas, randn_like, variance: str = "beta", callb
         if callback is not None:
             callback({"x": x, "i": i, "eps": eps})
     return x
+
+
+# ----------------------------------------------------------------------------------------------
+# DDIM (Song, Meng & Ermon 2021).  Timesteps are 0-based indices into alpha_bar; "t_prev = -1"
+# stands for the end of the chain, where alpha_bar = 1 (x_0 itself).
+
+SPACINGS = ("leading", "trailing", "linspace", "quadratic")
+
+
+def ddim_timesteps(T: int, n_steps: int, spacing: str = "leading") -> np.ndarray:
+    """A decreasing sub-sequence tau of n_steps distinct steps of [0, T) (DDIM section 4.2).
+
+    'leading' (DDIM's uniform): 0, c, 2c, ... with c = T // n_steps;  'trailing': T-1, T-1-T/n, ...
+    rounded, always starting at T-1;  'linspace': n_steps points of [0, T-1] rounded;
+    'quadratic' (DDIM Appendix D.2): (linspace(0, sqrt(0.8 T), n))^2, made strictly increasing.
+    Every spacing returns exactly n_steps distinct integers, whatever T and n_steps."""
+    T = _checks.positive_int("T", T)
+    n_steps = _checks.positive_int("n_steps", n_steps)
+    _checks.choice("spacing", spacing, SPACINGS)
+    if n_steps > T:
+        raise ValueError(f"n_steps must be <= T = {T} (the number of training steps), got {n_steps}")
+    # BEGIN SOLUTION
+    if spacing == "leading":
+        tau = np.arange(n_steps) * (T // n_steps)
+    elif spacing == "trailing":
+        tau = np.round(T - np.arange(n_steps) * (T / n_steps)).astype(np.int64)[::-1] - 1
+    elif spacing == "linspace":
+        tau = np.round(np.linspace(0, T - 1, n_steps)).astype(np.int64)
+    else:
+        tau = np.floor(np.linspace(0, np.sqrt(0.8 * T), n_steps) ** 2).astype(np.int64)
+        for i in range(1, n_steps):          # squares crowd together near 0: keep them distinct
+            tau[i] = max(tau[i], tau[i - 1] + 1)
+        tau = np.minimum(tau, T - 1 - np.arange(n_steps)[::-1])
+    return tau[::-1].astype(np.int64)
+    # END SOLUTION
+
+
+def ddim_sigma(alpha_bar_t, alpha_bar_prev, eta: float):
+    """DDIM eq. (16): sigma_t(eta) = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev).
+    eta = 0: the deterministic DDIM; eta = 1: DDPM's posterior standard deviation."""
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    # BEGIN SOLUTION
+    return eta * np.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * np.sqrt(1 - alpha_bar_t / alpha_bar_prev)
+    # END SOLUTION
+
+
+def ddim_step(x_t, t: int, t_prev: int, eps, alpha_bar, eta: float = 0.0, noise=None):
+    """DDIM eq. (12): x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps + sigma z,
+    with x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) and sigma = ddim_sigma(eta).
+    ``t_prev = -1`` means a_prev = 1.  (B, ...) -> (B, ...)."""
+    _checks.same_shape("x_t", x_t, "eps", eps)
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    if eta > 0 and noise is None:
+        raise ValueError("ddim_step with eta > 0 needs noise")
+    # BEGIN SOLUTION
+    a_t = float(alpha_bar[t])
+    a_prev = float(alpha_bar[t_prev]) if t_prev >= 0 else 1.0
+    sigma = float(ddim_sigma(a_t, a_prev, eta))
+    x0_hat = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+    x_prev = math.sqrt(a_prev) * x0_hat + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
+    return x_prev + sigma * noise if sigma > 0 else x_prev
+    # END SOLUTION
+
+
+def _check_timesteps(timesteps, T: int):
+    tau = np.asarray(timesteps)
+    if tau.ndim != 1 or tau.size < 1 or not np.issubdtype(tau.dtype, np.integer):
+        raise ValueError("timesteps must be a non-empty 1-D array of integers")
+    if tau.min() < 0 or tau.max() >= T:
+        raise ValueError(f"timesteps must lie in [0, T) = [0, {T}), got [{tau.min()}, {tau.max()}]")
+    if np.any(np.diff(tau) >= 0):
+        raise ValueError("timesteps must be strictly decreasing (from noise to data)")
+    return tau
+
+
+def ddim_sample(eps_model, x_T, alpha_bar, timesteps, eta: float = 0.0, randn_like=None, callback=None,
+                **model_kwargs):
+    """DDIM sampling (Algorithm of section 4.1 on the sub-sequence tau): from x_T at tau[0]
+    down to x_0, one eq. (12) step per entry of ``timesteps`` (decreasing).  NFE = len(tau)."""
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    if eta > 0 and randn_like is None:
+        raise ValueError("ddim_sample with eta > 0 needs randn_like")
+    alpha_bar = _checks.alpha_bar(alpha_bar)
+    tau = _check_timesteps(timesteps, len(alpha_bar))
+    xp = namespace(x_T)
+    x = x_T
+    for i, t in enumerate(tau):
+        t_prev = int(tau[i + 1]) if i + 1 < len(tau) else -1
+        eps = _checked_model_output(eps_model, x, xp.int_array(np.full(x.shape[0], t), like=x), int(t),
+                                    **model_kwargs)
+        noise = randn_like(x) if eta > 0 and t_prev >= 0 else None
+        x = ddim_step(x, int(t), t_prev, eps, alpha_bar, eta if t_prev >= 0 else 0.0, noise)
+        if callback is not None:
+            callback({"x": x, "i": i, "t": int(t), "eps": eps})
+    return x
+
+
+def ddim_invert(eps_model, x0, alpha_bar, timesteps, callback=None, **model_kwargs):
+    """Deterministic DDIM encoding x_0 -> x_T (DDIM section 5.4): run eq. (12) with eta = 0
+    forwards along the increasing reverse of ``timesteps``, predicting eps at the current point."""
+    alpha_bar = _checks.alpha_bar(alpha_bar)
+    tau = _check_timesteps(timesteps, len(alpha_bar))[::-1]
+    xp = namespace(x0)
+    x = x0
+    prev = -1
+    # BEGIN SOLUTION
+    for i, t in enumerate(tau):
+        # the model is evaluated at the previous (less noisy) step; at the start, at tau's first entry
+        t_eval = int(prev) if prev >= 0 else int(t)
+        eps = _checked_model_output(eps_model, x, xp.int_array(np.full(x.shape[0], t_eval), like=x), t_eval,
+                                    **model_kwargs)
+        a_prev = float(alpha_bar[prev]) if prev >= 0 else 1.0
+        a_t = float(alpha_bar[t])
+        x0_hat = (x - math.sqrt(1 - a_prev) * eps) / math.sqrt(a_prev)
+        x = math.sqrt(a_t) * x0_hat + math.sqrt(1 - a_t) * eps
+        prev = t
+        if callback is not None:
+            callback({"x": x, "i": i, "t": int(t), "eps": eps})
+    return x
+    # END SOLUTION
+
+
+def slerp(z0, z1, alpha: float):
+    """Spherical interpolation between two noise tensors (Shoemake 1985), as in DDIM section 5.3:
+    sin((1-a) theta)/sin(theta) z0 + sin(a theta)/sin(theta) z1, theta the angle between them."""
+    xp = namespace(z0, z1)
+    # BEGIN SOLUTION
+    flat0, flat1 = xp.reshape(z0, (-1,)), xp.reshape(z1, (-1,))
+    cos = xp.sum(flat0 * flat1) / xp.sqrt(xp.sum(flat0 * flat0) * xp.sum(flat1 * flat1))
+    theta = float(np.arccos(np.clip(float(cos), -1.0, 1.0)))
+    if theta < 1e-6:
+        return (1 - alpha) * z0 + alpha * z1
+    return (math.sin((1 - alpha) * theta) * z0 + math.sin(alpha * theta) * z1) / math.sin(theta)
+    # END SOLUTION

@@ -1,0 +1,405 @@
+"""Score-based generative modelling with SDEs (Song et al. 2021, "Score-Based Generative
+Modeling through Stochastic Differential Equations"; equation numbers refer to that paper).
+
+Forward SDE (eq. 5):     dx = f(x, t) dt + g(t) dw,                t in [0, 1]
+Reverse SDE (eq. 6):     dx = [f(x, t) - g(t)^2 score(x, t)] dt + g(t) dw_bar
+Probability flow (eq. 13): dx/dt = f(x, t) - 1/2 g(t)^2 score(x, t)
+
+A score model is a callable ``score(x, t)`` with t of shape (B,) in [eps, 1].  Everything here
+works on arrays of either backend.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _checks
+from .backend import namespace
+
+
+def _t_like(t, x):
+    """t (scalar or (B,)) as an array of x's backend and dtype, shaped (B,)."""
+    xp = namespace(x)
+    return xp.asarray(t, like=x) * xp.ones((x.shape[0],), like=x)
+
+
+def vp_sde(x, t, beta_min: float = 0.1, beta_max: float = 20.0):
+    """The VP SDE's coefficients (eq. 11): drift f(x, t) = -1/2 beta(t) x and diffusion
+    g(t) = sqrt(beta(t)), with beta(t) = beta_min + t (beta_max - beta_min).
+    x: (B, ...), t: scalar or (B,) -> (f (B, ...), g (B,))."""
+    xp = namespace(x)
+    # BEGIN SOLUTION
+    beta = beta_min + _t_like(t, x) * (beta_max - beta_min)
+    return -0.5 * xp.append_dims(beta, x.ndim) * x, xp.sqrt(beta)
+    # END SOLUTION
+
+
+class VPSDE:
+    """Variance preserving (eq. 11): dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw,
+    beta(t) = beta_min + t (beta_max - beta_min); the continuous limit of DDPM."""
+
+    name = "vp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        if not 0 < beta_min < beta_max:
+            raise ValueError(f"need 0 < beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def sde(self, x, t):
+        """Drift f(x, t) (B, ...) and diffusion g(t) (B,)."""
+        return vp_sde(x, t, self.beta_min, self.beta_max)
+
+    def log_mean_coeff(self, t):
+        """log alpha(t) = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min  (eq. 29)."""
+        return -0.25 * t ** 2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def marginal(self, t, like):
+        """alpha(t), sigma(t) of p_0t(x_t | x_0) = N(alpha x_0, sigma^2 I); (B,) each."""
+        xp = namespace(like)
+        log_a = self.log_mean_coeff(_t_like(t, like))
+        return xp.exp(log_a), xp.sqrt(1 - xp.exp(2 * log_a))
+
+    def prior_std(self):
+        return 1.0
+
+
+class SubVPSDE(VPSDE):
+    """sub-VP (eq. 12): the VP drift with g(t)^2 = beta(t) (1 - exp(-2 int_0^t beta(s) ds)),
+    whose variance is bounded by the VP one: sigma(t) = 1 - alpha(t)^2."""
+
+    name = "subvp"
+
+    def sde(self, x, t):
+        xp = namespace(x)
+        t = _t_like(t, x)
+        beta = self.beta(t)
+        discount = 1 - xp.exp(-2 * self.beta_min * t - (self.beta_max - self.beta_min) * t ** 2)
+        return -0.5 * xp.append_dims(beta, x.ndim) * x, xp.sqrt(beta * discount)
+
+    def marginal(self, t, like):
+        xp = namespace(like)
+        log_a = self.log_mean_coeff(_t_like(t, like))
+        return xp.exp(log_a), 1 - xp.exp(2 * log_a)
+
+
+class VESDE:
+    """Variance exploding (eq. 9): dx = sqrt(d sigma^2(t)/dt) dw with
+    sigma(t) = sigma_min (sigma_max / sigma_min)^t; the continuous limit of SMLD / NCSN."""
+
+    name = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+
+    def sigma(self, t):
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+    def sde(self, x, t):
+        xp = namespace(x)
+        sigma = self.sigma(_t_like(t, x))
+        return 0 * x, sigma * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
+
+    def marginal(self, t, like):
+        xp = namespace(like)
+        t = _t_like(t, like)
+        return xp.ones_like(t), self.sigma(t)
+
+    def prior_std(self):
+        return self.sigma_max
+
+
+SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
+
+
+def make_sde(name: str, **kwargs):
+    _checks.choice("sde", name, tuple(SDES))
+    return SDES[name](**kwargs)
+
+
+def prior_sample(sde, shape, rng):
+    """x_T ~ p_T = N(0, prior_std^2 I)."""
+    return sde.prior_std() * rng.randn(shape)
+
+
+def prior_log_prob(sde, x):
+    """log N(x; 0, prior_std^2 I) per example: (B, ...) -> (B,)."""
+    xp = namespace(x)
+    s2 = sde.prior_std() ** 2
+    d = int(np.prod(x.shape[1:]))
+    return -0.5 * d * math.log(2 * math.pi * s2) - 0.5 * xp.sum(xp.reshape(x * x, (x.shape[0], -1)), axis=1) / s2
+
+
+def perturb(sde, x0, t, noise):
+    """Sample p_0t(x_t | x_0): x_t = alpha(t) x_0 + sigma(t) z  (eq. 29 for VP, eq. 31 for VE)."""
+    xp = namespace(x0)
+    alpha, sigma = sde.marginal(t, x0)
+    return xp.append_dims(alpha, x0.ndim) * x0 + xp.append_dims(sigma, x0.ndim) * noise
+
+
+def dsm_loss(score_model, sde, x0, t, noise, **model_kwargs):
+    """Denoising score matching (eq. 7) with lambda(t) = sigma(t)^2, the weighting of Song et al.:
+    mean over the batch of || sigma(t) s_theta(x_t, t) + z ||^2, summed over the data dimensions.
+    x0, noise: (B, ...); t: (B,) in (0, 1]."""
+    xp = namespace(x0, noise)
+    # BEGIN SOLUTION
+    _, sigma = sde.marginal(t, x0)
+    x_t = perturb(sde, x0, t, noise)
+    residual = xp.append_dims(sigma, x0.ndim) * score_model(x_t, t, **model_kwargs) + noise
+    return xp.mean(xp.sum(xp.reshape(residual * residual, (x0.shape[0], -1)), axis=1))
+    # END SOLUTION
+
+
+def reverse_drift(sde, score, x, t):
+    """The reverse-time SDE's drift (eq. 6): f(x, t) - g(t)^2 score(x, t)."""
+    xp = namespace(x)
+    # BEGIN SOLUTION
+    f, g = sde.sde(x, t)
+    return f - xp.append_dims(g * g, x.ndim) * score
+    # END SOLUTION
+
+
+def probability_flow_drift(sde, score, x, t):
+    """The probability-flow ODE's velocity (eq. 13): f(x, t) - 1/2 g(t)^2 score(x, t)."""
+    xp = namespace(x)
+    # BEGIN SOLUTION
+    f, g = sde.sde(x, t)
+    return f - 0.5 * xp.append_dims(g * g, x.ndim) * score
+    # END SOLUTION
+
+
+def euler_maruyama_step(sde, score_model, x, t: float, dt: float, noise):
+    """One Euler-Maruyama step of the reverse SDE from t to t + dt (dt < 0):
+    x + [f - g^2 s] dt + g sqrt(|dt|) z."""
+    xp = namespace(x)
+    # BEGIN SOLUTION
+    t_b = _t_like(t, x)
+    _, g = sde.sde(x, t_b)
+    drift = reverse_drift(sde, score_model(x, t_b), x, t_b)
+    return x + drift * dt + xp.append_dims(g, x.ndim) * math.sqrt(-dt) * noise
+    # END SOLUTION
+
+
+def reverse_diffusion_step(sde, score_model, x, t: float, dt: float, noise):
+    """The reverse-diffusion predictor (Song et al., eq. 46 and Appendix E): discretise the
+    forward SDE as x_{i+1} = x_i + f_i + G_i z, with f_i = f dt and G_i = g sqrt(dt) (for VE:
+    G_i = sqrt(sigma_{i+1}^2 - sigma_i^2), as in the paper's code), and step back with
+    x_i = x_{i+1} - f_{i+1} + G_{i+1}^2 s + G_{i+1} z.  dt < 0."""
+    xp = namespace(x)
+    t_b = _t_like(t, x)
+    f, g = sde.sde(x, t_b)
+    f_i, G = f * (-dt), g * math.sqrt(-dt)
+    if isinstance(sde, VESDE):
+        G = xp.sqrt(sde.sigma(t_b) ** 2 - sde.sigma(_t_like(t + dt, x)) ** 2)
+    G = xp.append_dims(G, x.ndim)
+    return x - f_i + G * G * score_model(x, t_b) + G * noise
+
+
+def langevin_step(score_model, x, t: float, snr: float, noise, alpha: float = 1.0):
+    """The Langevin corrector (Song et al., Algorithm 4 for VE, 5 for VP): step size
+    eps = 2 alpha (snr ||z|| / ||s||)^2 with norms averaged over the batch, then
+    x + eps s + sqrt(2 eps) z."""
+    if snr <= 0:
+        raise ValueError(f"snr must be > 0, got {snr!r}")
+    xp = namespace(x)
+    # BEGIN SOLUTION
+    s = score_model(x, _t_like(t, x))
+    B = x.shape[0]
+    grad_norm = xp.mean(xp.sqrt(xp.sum(xp.reshape(s * s, (B, -1)), axis=1)))
+    noise_norm = xp.mean(xp.sqrt(xp.sum(xp.reshape(noise * noise, (B, -1)), axis=1)))
+    eps = 2 * alpha * (snr * noise_norm / grad_norm) ** 2
+    return x + eps * s + xp.sqrt(2 * eps) * noise
+    # END SOLUTION
+
+
+def _check_steps(n_steps, eps):
+    n_steps = _checks.positive_int("n_steps", n_steps)
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
+    return n_steps
+
+
+def _checked(score_model, step):
+    def wrapped(x, t, **kw):
+        out = score_model(x, t, **kw)
+        if tuple(out.shape) != tuple(x.shape):
+            raise ValueError(f"score model output at step {step[0]} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+        if not namespace(out).all_finite(out):
+            raise ValueError(f"score model returned non-finite values (NaN or inf) at step {step[0]}")
+        return out
+    return wrapped
+
+
+def pc_sample(sde, score_model, x_T, n_steps: int, randn_like, predictor: str = "reverse_diffusion",
+              n_corrector: int = 1, snr: float = 0.16, eps: float = 1e-3, denoise: bool = True, callback=None):
+    """Predictor-corrector sampling (Song et al., Algorithm 1): ``n_steps`` uniform steps of the
+    predictor ('reverse_diffusion', 'euler_maruyama' or 'none') from t = 1 to ``eps``, each
+    followed by ``n_corrector`` Langevin steps.  ``denoise`` ends with the mean of the last step
+    (no noise).  NFE = n_steps (1 + n_corrector)."""
+    n_steps = _check_steps(n_steps, eps)
+    _checks.choice("predictor", predictor, ("reverse_diffusion", "euler_maruyama", "none"))
+    if n_corrector < 0:
+        raise ValueError(f"n_corrector must be >= 0, got {n_corrector}")
+    if n_corrector and snr <= 0:
+        raise ValueError(f"snr must be > 0, got {snr!r}")
+    step = [0]
+    model = _checked(score_model, step)
+    ts = np.linspace(1.0, eps, n_steps)
+    dt = -(1.0 - eps) / n_steps
+    x = x_T
+    for i, t in enumerate(ts):
+        step[0] = i
+        for _ in range(n_corrector):
+            alpha = 1.0
+            if isinstance(sde, VPSDE):  # Algorithm 5 uses alpha_i = 1 - beta_i of the discretisation
+                alpha = 1 - float(sde.beta(t)) * (1 - eps) / n_steps
+            x = langevin_step(model, x, float(t), snr, randn_like(x), alpha)
+        last = i == n_steps - 1 and denoise
+        noise = 0 * x if last else randn_like(x)
+        if predictor == "reverse_diffusion":
+            x = reverse_diffusion_step(sde, model, x, float(t), dt, noise)
+        elif predictor == "euler_maruyama":
+            x = euler_maruyama_step(sde, model, x, float(t), dt, noise)
+        if callback is not None:
+            callback({"x": x, "i": i, "t": float(t)})
+    return x
+
+
+def ode_sample(sde, score_model, x_T, n_steps: int, method: str = "heun", eps: float = 1e-3, callback=None):
+    """Integrate the probability-flow ODE (eq. 13) from t = 1 to ``eps`` with ``n_steps``
+    fixed steps of Euler (NFE = n_steps), Heun (2 n_steps) or RK4 (4 n_steps)."""
+    n_steps = _check_steps(n_steps, eps)
+    _checks.choice("method", method, ("euler", "heun", "rk4"))
+    step = [0]
+    model = _checked(score_model, step)
+
+    def v(x, t):
+        t_b = _t_like(t, x)
+        return probability_flow_drift(sde, model(x, t_b), x, t_b)
+
+    ts = np.linspace(1.0, eps, n_steps + 1)
+    x = x_T
+    for i in range(n_steps):
+        step[0] = i
+        t, h = float(ts[i]), float(ts[i + 1] - ts[i])
+        k1 = v(x, t)
+        if method == "euler":
+            x = x + h * k1
+        elif method == "heun":
+            x = x + 0.5 * h * (k1 + v(x + h * k1, t + h))
+        else:
+            k2 = v(x + 0.5 * h * k1, t + 0.5 * h)
+            k3 = v(x + 0.5 * h * k2, t + 0.5 * h)
+            k4 = v(x + h * k3, t + h)
+            x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        if callback is not None:
+            callback({"x": x, "i": i, "t": float(ts[i + 1])})
+    return x
+
+
+def _scipy_solve_ivp():
+    try:
+        from scipy.integrate import solve_ivp
+    except ImportError as e:  # pragma: no cover - scipy is in the test/dev extras
+        raise ImportError("the adaptive RK45 solver needs scipy: pip install scipy") from e
+    return solve_ivp
+
+
+def ode_sample_rk45(sde, score_model, x_T, rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3):
+    """The probability-flow ODE with scipy's adaptive RK45 (as in Song et al.'s code), from
+    t = 1 to ``eps``.  Returns (x_0, NFE).  The state is integrated in float64 NumPy and handed
+    to the model in x_T's backend and dtype."""
+    solve_ivp = _scipy_solve_ivp()
+    xp = namespace(x_T)
+    shape = tuple(x_T.shape)
+    nfe = [0]
+
+    def rhs(t, y):
+        nfe[0] += 1
+        x = xp.asarray(y.reshape(shape), like=x_T)
+        t_b = _t_like(float(t), x)
+        out = xp.to_numpy(probability_flow_drift(sde, score_model(x, t_b), x, t_b))
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"score model returned non-finite values (NaN or inf) at t={t:.4g}")
+        return out.reshape(-1).astype(np.float64)
+
+    sol = solve_ivp(rhs, (1.0, eps), xp.to_numpy(x_T).reshape(-1).astype(np.float64), rtol=rtol, atol=atol,
+                    method="RK45")
+    return xp.asarray(sol.y[:, -1].reshape(shape), like=x_T), nfe[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact likelihood by the instantaneous change of variables (Song et al., eq. 39; Chen et al. 2018).
+
+def divergence_exact(fun, x):
+    """div fun(x) = sum_i d fun_i / d x_i, one VJP per data dimension (fine for 2-D data).
+    x: (B, ...) -> (B,)."""
+    from .backend import vjp
+
+    xp = namespace(x)
+    B = x.shape[0]
+    d = int(np.prod(x.shape[1:]))
+    total = 0
+    for i in range(d):
+        e = np.zeros((B, d))
+        e[:, i] = 1.0
+        e = xp.reshape(xp.asarray(e, like=x), tuple(x.shape))
+        total = total + xp.sum(xp.reshape(vjp(fun, x, e) * e, (B, -1)), axis=1)
+    return total
+
+
+def divergence_hutchinson(fun, x, probe):
+    """Hutchinson's estimator (Hutchinson 1990; Grathwohl et al. 2019): div fun(x) ~ z^T J z with
+    E[z z^T] = I (Rademacher or Gaussian ``probe``, shaped like x).  (B, ...) -> (B,)."""
+    from .backend import vjp
+
+    xp = namespace(x)
+    # BEGIN SOLUTION
+    return xp.sum(xp.reshape(vjp(fun, x, probe) * probe, (x.shape[0], -1)), axis=1)
+    # END SOLUTION
+
+
+def ode_log_likelihood(sde, score_model, x0, rng=None, divergence: str = "exact", probe: str = "rademacher",
+                       rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3):
+    """log p_eps(x0) by integrating the probability-flow ODE from ``eps`` to 1 together with
+    d log p / dt = -div v (eq. 39):  log p_eps(x(eps)) = log p_1(x(1)) + int_eps^1 div v dt.
+    ``divergence`` is 'exact' or 'hutchinson' (with a fixed ``probe``: 'rademacher' or
+    'gaussian', drawn from ``rng``).  Returns (log-likelihood (B,) NumPy, NFE)."""
+    _checks.choice("divergence", divergence, ("exact", "hutchinson"))
+    _checks.choice("probe", probe, ("rademacher", "gaussian"))
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
+    solve_ivp = _scipy_solve_ivp()
+    xp = namespace(x0)
+    shape, B = tuple(x0.shape), x0.shape[0]
+    n = int(np.prod(shape))
+    z = None
+    if divergence == "hutchinson":
+        if rng is None:
+            raise ValueError("the Hutchinson estimator needs rng (a minidiff generator) for its probe")
+        z = rng.rademacher_like(x0) if probe == "rademacher" else rng.randn_like(x0)
+    nfe = [0]
+
+    def rhs(t, y):
+        nfe[0] += 1
+        x = xp.asarray(y[:n].reshape(shape), like=x0)
+        t_b = _t_like(float(t), x)
+
+        def v(x_):
+            return probability_flow_drift(sde, score_model(x_, t_b), x_, t_b)
+
+        div = divergence_exact(v, x) if z is None else divergence_hutchinson(v, x, z)
+        dx = xp.to_numpy(v(x)).reshape(-1)
+        return np.concatenate([dx, xp.to_numpy(div)]).astype(np.float64)
+
+    y0 = np.concatenate([xp.to_numpy(x0).reshape(-1).astype(np.float64), np.zeros(B)])
+    sol = solve_ivp(rhs, (eps, 1.0), y0, rtol=rtol, atol=atol, method="RK45")
+    x1 = sol.y[:n, -1].reshape(shape)
+    delta = sol.y[n:, -1]
+    prior = xp.to_numpy(prior_log_prob(sde, np.asarray(x1)))
+    return prior + delta, nfe[0]
