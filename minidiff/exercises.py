@@ -158,6 +158,41 @@ LESSONS = {
                          "x0_hat and re-noise deterministically to the next step: sqrt(a) x0_hat + sqrt(1 - a) eps"),
                 Exercise("slerp", "minidiff.samplers",
                          "theta = arccos(<z0, z1> / (|z0| |z1|)); (sin((1-a) theta) z0 + sin(a theta) z1) / sin(theta)"))),
+        Lesson("06", "06_edm", "EDM: one framework, preconditioning, Karras steps, Heun and stochastic churn",
+               _COMMON_IMPORTS + ("from minidiff.samplers import _checked_denoiser, to_d",),
+               (Exercise("karras_sigmas", "minidiff.edm",
+                         "eq. 5: interpolate linearly between sigma_max^(1/rho) and sigma_min^(1/rho) over N points "
+                         "(i/(N-1)), then raise to the power rho"),
+                Exercise("edm_preconditioning", "minidiff.edm",
+                         "Table 1, EDM column: c_skip = sd^2/(s^2+sd^2), c_out = s sd/sqrt(s^2+sd^2), "
+                         "c_in = 1/sqrt(s^2+sd^2), c_noise = ln(s)/4"),
+                Exercise("denoiser_loss", "minidiff.edm",
+                         "eq. 2: x = x0 + sigma n; squared error of D(x, sigma) - x0 summed per example, times "
+                         "lambda(sigma), averaged over the batch"),
+                Exercise("to_d", "minidiff.samplers", "dx/dsigma = (x - D(x; sigma)) / sigma"),
+                Exercise("heun_step", "minidiff.samplers",
+                         "Algorithm 1 lines 4-8: Euler step with d = to_d(x, sigma, D(x, sigma)); if sigma_next > 0, "
+                         "average d with the slope at the Euler point (use _checked_denoiser to call D)"),
+                Exercise("churn_gamma", "minidiff.samplers",
+                         "Algorithm 2 line 4: min(S_churn / N, sqrt(2) - 1) inside [S_tmin, S_tmax], else 0"))),
+        Lesson("07", "07_consistency", "Consistency models: distillation, training, one- and few-step sampling",
+               _COMMON_IMPORTS + ("from minidiff.consistency import _gather, _stop_gradient, distance",),
+               (Exercise("consistency_coefficients", "minidiff.consistency",
+                         "c_skip = sd^2/((t-eps)^2 + sd^2), c_out = sd (t-eps)/sqrt(sd^2 + t^2): c_skip(eps) = 1, "
+                         "c_out(eps) = 0; c_in, c_noise as in EDM"),
+                Exercise("ct_schedule", "minidiff.consistency",
+                         "N = ceil(sqrt(k/K ((s1+1)^2 - s0^2) + s0^2) - 1) + 1 and mu = exp(s0 ln(mu0) / N)"),
+                Exercise("distance", "minidiff.consistency",
+                         "per example over the flattened data dims: 'l2' sum of squares, 'l1' sum of |.|, "
+                         "'pseudo_huber' sqrt(|x-y|^2 + c^2) - c with c = 0.00054 sqrt(d) by default"),
+                Exercise("cd_loss", "minidiff.consistency",
+                         "x_next = x0 + t_{n+1} z; one Heun step of the teacher from t_{n+1} to t_n gives x_hat; "
+                         "mean of w * distance(f(x_next, t_{n+1}), stop_gradient(f_target(x_hat, t_n)))"),
+                Exercise("ct_loss", "minidiff.consistency",
+                         "the same z at both levels: distance(f(x0 + t_{n+1} z, t_{n+1}), "
+                         "stop_gradient(f_target(x0 + t_n z, t_n))), weighted and averaged"),
+                Exercise("consistency_sample", "minidiff.consistency",
+                         "x = f(x_T, T); for each tau: x = f(x + sqrt(tau^2 - eps^2) z, tau)"))),
     )
 }
 

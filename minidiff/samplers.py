@@ -211,3 +211,106 @@ def slerp(z0, z1, alpha: float):
         return (1 - alpha) * z0 + alpha * z1
     return (math.sin((1 - alpha) * theta) * z0 + math.sin(alpha * theta) * z1) / math.sin(theta)
     # END SOLUTION
+
+
+# ----------------------------------------------------------------------------------------------
+# EDM samplers (Karras et al. 2022) on a denoiser D(x; sigma), with sigma(t) = t and s(t) = 1.
+# ``sigmas`` is the decreasing sequence t_0 > ... > t_{N-1} > 0; the samplers append t_N = 0.
+
+def _check_sigmas(sigmas):
+    s = np.asarray(sigmas, dtype=np.float64)
+    if s.ndim != 1 or s.size < 1:
+        raise ValueError("sigmas must be a non-empty 1-D array")
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError("sigmas must be finite and >= 0")
+    if np.any(np.diff(s) >= 0):
+        raise ValueError("sigmas must be strictly decreasing (from noise to data)")
+    return s if s[-1] == 0 else np.append(s, 0.0)
+
+
+def _checked_denoiser(D, x, sigma: float, step: int, **model_kwargs):
+    xp = namespace(x)
+    out = D(x, xp.asarray(np.full(x.shape[0], sigma), like=x), **model_kwargs)
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"denoiser output at step {step} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+    if not xp.all_finite(out):
+        raise ValueError(f"denoiser returned non-finite values (NaN or inf) at step {step} (sigma={sigma:.4g})")
+    return out
+
+
+def to_d(x, sigma: float, denoised):
+    """The probability-flow ODE's slope in EDM's form (eq. 3 with sigma(t) = t, s(t) = 1):
+    dx/dsigma = (x - D(x; sigma)) / sigma."""
+    # BEGIN SOLUTION
+    return (x - denoised) / sigma
+    # END SOLUTION
+
+
+def heun_step(D, x, sigma: float, sigma_next: float, step: int = 0, **model_kwargs):
+    """EDM Algorithm 1, lines 4-8: an Euler step from sigma to sigma_next, then (unless
+    sigma_next = 0) Heun's 2nd-order correction with the slope at the new point."""
+    # BEGIN SOLUTION
+    d = to_d(x, sigma, _checked_denoiser(D, x, sigma, step, **model_kwargs))
+    x_next = x + (sigma_next - sigma) * d
+    if sigma_next == 0:
+        return x_next
+    d_next = to_d(x_next, sigma_next, _checked_denoiser(D, x_next, sigma_next, step, **model_kwargs))
+    return x + (sigma_next - sigma) * 0.5 * (d + d_next)
+    # END SOLUTION
+
+
+def euler_sample(D, x, sigmas, callback=None, **model_kwargs):
+    """Euler's method on the probability-flow ODE (EDM Algorithm 1 without the correction).
+    x: (B, ...) starting at sigmas[0] (x = sigma_0 n).  NFE = N."""
+    s = _check_sigmas(sigmas)
+    for i in range(len(s) - 1):
+        d = to_d(x, float(s[i]), _checked_denoiser(D, x, float(s[i]), i, **model_kwargs))
+        x = x + float(s[i + 1] - s[i]) * d
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": float(s[i]), "sigma_next": float(s[i + 1])})
+    return x
+
+
+def heun_sample(D, x, sigmas, callback=None, **model_kwargs):
+    """EDM Algorithm 1: Heun's 2nd-order method on the probability-flow ODE.
+    NFE = 2N - 1 (the last step, to sigma = 0, is a plain Euler step)."""
+    s = _check_sigmas(sigmas)
+    for i in range(len(s) - 1):
+        x = heun_step(D, x, float(s[i]), float(s[i + 1]), i, **model_kwargs)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": float(s[i]), "sigma_next": float(s[i + 1])})
+    return x
+
+
+def churn_gamma(sigma: float, n_steps: int, S_churn: float, S_tmin: float = 0.0, S_tmax: float = float("inf")) -> float:
+    """EDM Algorithm 2, line 4: gamma_i = min(S_churn / N, sqrt(2) - 1) if t_i in [S_tmin, S_tmax], else 0."""
+    if S_churn < 0:
+        raise ValueError(f"S_churn must be >= 0, got {S_churn!r}")
+    # BEGIN SOLUTION
+    if S_tmin <= sigma <= S_tmax:
+        return min(S_churn / n_steps, math.sqrt(2) - 1)
+    return 0.0
+    # END SOLUTION
+
+
+def stochastic_sample(D, x, sigmas, randn_like, S_churn: float = 0.0, S_tmin: float = 0.0,
+                      S_tmax: float = float("inf"), S_noise: float = 1.0, callback=None, **model_kwargs):
+    """EDM Algorithm 2: before each Heun step, raise the noise level from t_i to
+    t_hat = t_i + gamma_i t_i by adding fresh noise of variance t_hat^2 - t_i^2 (lines 5-6, the
+    "churn"), then step from t_hat to t_{i+1} (lines 7-10).  S_churn = 0 gives Algorithm 1."""
+    if S_churn < 0:
+        raise ValueError(f"S_churn must be >= 0, got {S_churn!r}")
+    if S_noise <= 0:
+        raise ValueError(f"S_noise must be > 0, got {S_noise!r}")
+    s = _check_sigmas(sigmas)
+    n = len(s) - 1
+    for i in range(n):
+        sigma = float(s[i])
+        gamma = churn_gamma(sigma, n, S_churn, S_tmin, S_tmax)
+        sigma_hat = sigma * (1 + gamma)
+        if gamma > 0:
+            x = x + math.sqrt(sigma_hat ** 2 - sigma ** 2) * S_noise * randn_like(x)
+        x = heun_step(D, x, sigma_hat, float(s[i + 1]), i, **model_kwargs)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "sigma_next": float(s[i + 1])})
+    return x

@@ -1,0 +1,63 @@
+"""Lesson 06: EDM: one framework, preconditioning, Karras steps, Heun and stochastic churn.
+
+Write the functions below; the notebook notebooks/06_edm.ipynb explains the maths.
+Check your work with:   minidiff check 06
+(or: python -m pytest tests/lessons/test_06_edm.py --impl=lesson)
+
+Generated from the reference in minidiff/ by `python -m minidiff.exercises --write`;
+the lines that are not NotImplementedError are given to you.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minidiff import _checks
+from minidiff.backend import namespace
+from minidiff.samplers import _checked_denoiser, to_d
+
+
+def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> np.ndarray:
+    """EDM eq. (5): sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
+    i = 0..N-1.  Returns (N,) float64, decreasing from sigma_max to sigma_min."""
+    n = _checks.positive_int("n", n)
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho!r}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+    raise NotImplementedError("EXERCISE karras_sigmas: write this function (see its docstring)")
+
+
+def edm_preconditioning(sigma, sigma_data: float = 0.5):
+    """EDM (eq. 7 and Appendix B.6): c_skip = sigma_data^2 / (sigma^2 + sigma_data^2),
+    c_out = sigma sigma_data / sqrt(sigma^2 + sigma_data^2), c_in = 1 / sqrt(sigma^2 + sigma_data^2),
+    c_noise = ln(sigma) / 4.  sigma: (B,) -> four (B,) arrays."""
+    xp = namespace(sigma)
+    raise NotImplementedError("EXERCISE edm_preconditioning: write this function (see its docstring)")
+
+
+def denoiser_loss(D, x0, sigma, noise, weight, **kwargs):
+    """EDM eq. (2) / (8): mean over the batch of lambda(sigma) || D(x0 + sigma n; sigma) - x0 ||^2,
+    summed over data dimensions.  sigma: (B,), noise like x0, weight = lambda(sigma) (B,)."""
+    xp = namespace(x0, noise)
+    raise NotImplementedError("EXERCISE denoiser_loss: write this function (see its docstring)")
+
+
+def to_d(x, sigma: float, denoised):
+    """The probability-flow ODE's slope in EDM's form (eq. 3 with sigma(t) = t, s(t) = 1):
+    dx/dsigma = (x - D(x; sigma)) / sigma."""
+    raise NotImplementedError("EXERCISE to_d: write this function (see its docstring)")
+
+
+def heun_step(D, x, sigma: float, sigma_next: float, step: int = 0, **model_kwargs):
+    """EDM Algorithm 1, lines 4-8: an Euler step from sigma to sigma_next, then (unless
+    sigma_next = 0) Heun's 2nd-order correction with the slope at the new point."""
+    raise NotImplementedError("EXERCISE heun_step: write this function (see its docstring)")
+
+
+def churn_gamma(sigma: float, n_steps: int, S_churn: float, S_tmin: float = 0.0, S_tmax: float = float("inf")) -> float:
+    """EDM Algorithm 2, line 4: gamma_i = min(S_churn / N, sqrt(2) - 1) if t_i in [S_tmin, S_tmax], else 0."""
+    if S_churn < 0:
+        raise ValueError(f"S_churn must be >= 0, got {S_churn!r}")
+    raise NotImplementedError("EXERCISE churn_gamma: write this function (see its docstring)")

@@ -1,0 +1,72 @@
+"""Lesson 07: Consistency models: distillation, training, one- and few-step sampling.
+
+Write the functions below; the notebook notebooks/07_consistency.ipynb explains the maths.
+Check your work with:   minidiff check 07
+(or: python -m pytest tests/lessons/test_07_consistency.py --impl=lesson)
+
+Generated from the reference in minidiff/ by `python -m minidiff.exercises --write`;
+the lines that are not NotImplementedError are given to you.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minidiff import _checks
+from minidiff.backend import namespace
+from minidiff.consistency import _gather, _stop_gradient, distance
+
+
+def consistency_coefficients(t, sigma_data: float = 0.5, eps: float = 0.002):
+    """CM Appendix C: c_skip(t) = sigma_data^2 / ((t - eps)^2 + sigma_data^2),
+    c_out(t) = sigma_data (t - eps) / sqrt(sigma_data^2 + t^2), so that c_skip(eps) = 1 and
+    c_out(eps) = 0 (the boundary condition); c_in = 1 / sqrt(t^2 + sigma_data^2) and
+    c_noise = ln(t) / 4 as in EDM.  t: (B,) -> four (B,) arrays."""
+    xp = namespace(t)
+    raise NotImplementedError("EXERCISE consistency_coefficients: write this function (see its docstring)")
+
+
+def ct_schedule(k: int, K: int, s0: int = 2, s1: int = 150, mu0: float = 0.9):
+    """CM Appendix C, consistency training: N(k) = ceil(sqrt(k/K ((s1 + 1)^2 - s0^2) + s0^2) - 1) + 1
+    and the EMA decay of the target mu(k) = exp(s0 log(mu0) / N(k)).  Returns (N, mu)."""
+    if K < 1 or not 0 <= k <= K:
+        raise ValueError(f"need 0 <= k <= K and K >= 1, got k={k}, K={K}")
+    raise NotImplementedError("EXERCISE ct_schedule: write this function (see its docstring)")
+
+
+def distance(x, y, metric: str = "l2", c=None):
+    """'l2': ||x - y||^2; 'l1': ||x - y||_1; 'pseudo_huber': sqrt(||x - y||^2 + c^2) - c with
+    c = 0.00054 sqrt(d) by default (iCT)."""
+    _checks.choice("metric", metric, ("l2", "l1", "pseudo_huber"))
+    xp = namespace(x, y)
+    raise NotImplementedError("EXERCISE distance: write this function (see its docstring)")
+
+
+def cd_loss(f, f_target, teacher_D, x0, n, z, boundaries, metric: str = "l2", weight=None, **kwargs):
+    """Consistency distillation (CM Algorithm 2, eq. 7): x_{t_{n+1}} = x0 + t_{n+1} z; one Heun
+    step of the teacher's probability-flow ODE (EDM Algorithm 1) gives x_hat_{t_n}; the loss is
+    lambda(t_n) d(f(x_{t_{n+1}}, t_{n+1}), f_target(x_hat_{t_n}, t_n)), f_target the EMA network
+    (its output is treated as a constant).  x0, z: (B, ...); n: (B,) integers."""
+    xp = namespace(x0, z)
+    raise NotImplementedError("EXERCISE cd_loss: write this function (see its docstring)")
+
+
+def ct_loss(f, f_target, x0, n, z, boundaries, metric: str = "l2", weight=None, **kwargs):
+    """Consistency training (CM Algorithm 3, eq. 10): the same noise z at two adjacent levels,
+    lambda(t_n) d(f(x0 + t_{n+1} z, t_{n+1}), f_target(x0 + t_n z, t_n)); no teacher.
+    For iCT pass f_target = f (no EMA), metric='pseudo_huber' and weight = 1 / (t_{n+1} - t_n)."""
+    xp = namespace(x0, z)
+    raise NotImplementedError("EXERCISE ct_loss: write this function (see its docstring)")
+
+
+def consistency_sample(f, x_T, taus, randn_like, T: float = 80.0, eps: float = 0.002, callback=None, **kwargs):
+    """CM Algorithm 1, multistep consistency sampling: x = f(x_T, T); then for each tau in the
+    decreasing ``taus``: x_tau = x + sqrt(tau^2 - eps^2) z and x = f(x_tau, tau).
+    x_T = T z (B, ...).  One step when ``taus`` is empty; NFE = 1 + len(taus)."""
+    taus = [float(t) for t in np.atleast_1d(np.asarray(taus, dtype=np.float64))] if len(np.atleast_1d(taus)) else []
+    if any(not eps < t < T for t in taus):
+        raise ValueError(f"every tau must lie in (eps, T) = ({eps}, {T}), got {taus}")
+    if any(b >= a for a, b in zip(taus, taus[1:])):
+        raise ValueError("taus must be strictly decreasing")
+    raise NotImplementedError("EXERCISE consistency_sample: write this function (see its docstring)")

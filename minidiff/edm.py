@@ -1,0 +1,251 @@
+"""EDM's unified framework (Karras et al. 2022, "Elucidating the Design Space of
+Diffusion-Based Generative Models"; tables and equations refer to that paper).
+
+Every model here is a denoiser D(x; sigma) returning the x0 estimate, with x = x0 + sigma n.
+Table 1 in code: ``SCHEMES`` maps 'vp', 've', 'iddpm' and 'edm' to their sigma(t), s(t), time
+steps, network preconditioning, training-noise distribution and loss weighting.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import _checks
+from .backend import namespace
+
+
+# ----------------------------------------------------------------------------------------------
+# Time steps (Table 1, "Time steps").  Each returns N decreasing noise levels; samplers append 0.
+
+def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> np.ndarray:
+    """EDM eq. (5): sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
+    i = 0..N-1.  Returns (N,) float64, decreasing from sigma_max to sigma_min."""
+    n = _checks.positive_int("n", n)
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho!r}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+    # BEGIN SOLUTION
+    ramp = np.linspace(0, 1, n) if n > 1 else np.zeros(1)
+    inv_rho = 1.0 / rho
+    return (sigma_max ** inv_rho + ramp * (sigma_min ** inv_rho - sigma_max ** inv_rho)) ** rho
+    # END SOLUTION
+
+
+def vp_sigma(t, beta_d: float = 19.9, beta_min: float = 0.1):
+    """Table 1, VP: sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)."""
+    return np.sqrt(np.exp(0.5 * beta_d * np.asarray(t) ** 2 + beta_min * np.asarray(t)) - 1)
+
+
+def vp_sigma_inv(sigma, beta_d: float = 19.9, beta_min: float = 0.1):
+    """Table 1, VP: sigma^-1(sigma) = (sqrt(beta_min^2 + 2 beta_d log(sigma^2 + 1)) - beta_min) / beta_d."""
+    return (np.sqrt(beta_min ** 2 + 2 * beta_d * np.log(np.asarray(sigma) ** 2 + 1)) - beta_min) / beta_d
+
+
+def vp_s(t, beta_d: float = 19.9, beta_min: float = 0.1):
+    """Table 1, VP: s(t) = 1 / sqrt(exp(beta_d t^2 / 2 + beta_min t))."""
+    return 1 / np.sqrt(np.exp(0.5 * beta_d * np.asarray(t) ** 2 + beta_min * np.asarray(t)))
+
+
+def vp_sigmas(n: int, eps_s: float = 1e-3, beta_d: float = 19.9, beta_min: float = 0.1) -> np.ndarray:
+    """Table 1, VP time steps: t_i = 1 + i/(N-1) (eps_s - 1), as noise levels sigma(t_i)."""
+    n = _checks.positive_int("n", n)
+    t = 1 + np.linspace(0, 1, n) * (eps_s - 1)
+    return vp_sigma(t, beta_d, beta_min)
+
+
+def ve_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 100.0) -> np.ndarray:
+    """Table 1, VE time steps: t_i = sigma_max^2 (sigma_min^2 / sigma_max^2)^(i/(N-1)), sigma(t) = sqrt(t)."""
+    n = _checks.positive_int("n", n)
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+    t = sigma_max ** 2 * (sigma_min ** 2 / sigma_max ** 2) ** np.linspace(0, 1, n)
+    return np.sqrt(t)
+
+
+def iddpm_u(M: int = 1000, C1: float = 0.001, C2: float = 0.008) -> np.ndarray:
+    """Table 1, iDDPM: the M + 1 noise levels u_j of a cosine-schedule DDPM, from u_M = 0 via
+    u_{j-1} = sqrt((u_j^2 + 1) / max(abar(j-1) / abar(j), C1) - 1), abar(j) = sin^2(pi/2 j / (M (C2 + 1)))."""
+    def alpha_bar(j):
+        return np.sin(0.5 * np.pi * j / (M * (C2 + 1))) ** 2
+
+    u = np.zeros(M + 1)
+    for j in range(M, 0, -1):
+        u[j - 1] = np.sqrt((u[j] ** 2 + 1) / max(alpha_bar(j - 1) / alpha_bar(j), C1) - 1)
+    return u
+
+
+def iddpm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, M: int = 1000,
+                 C1: float = 0.001, C2: float = 0.008) -> np.ndarray:
+    """Table 1, iDDPM time steps: N of the u_j that lie in [sigma_min, sigma_max], evenly spaced
+    in j and rounded (t_i = u_floor(j0 + (M - 1 - j0) i/(N-1) + 1/2)).  Decreasing."""
+    n = _checks.positive_int("n", n)
+    u = iddpm_u(M, C1, C2)
+    u_in_range = u[(u >= sigma_min) & (u <= sigma_max)]           # decreasing: u_0 is the largest
+    return u_in_range[np.round(np.linspace(0, len(u_in_range) - 1, n)).astype(np.int64)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Preconditioning (Table 1, "Network and preconditioning"): D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
+
+def edm_preconditioning(sigma, sigma_data: float = 0.5):
+    """EDM (eq. 7 and Appendix B.6): c_skip = sigma_data^2 / (sigma^2 + sigma_data^2),
+    c_out = sigma sigma_data / sqrt(sigma^2 + sigma_data^2), c_in = 1 / sqrt(sigma^2 + sigma_data^2),
+    c_noise = ln(sigma) / 4.  sigma: (B,) -> four (B,) arrays."""
+    xp = namespace(sigma)
+    # BEGIN SOLUTION
+    total = sigma ** 2 + sigma_data ** 2
+    c_skip = sigma_data ** 2 / total
+    c_out = sigma * sigma_data / xp.sqrt(total)
+    c_in = 1 / xp.sqrt(total)
+    c_noise = 0.25 * xp.log(sigma)
+    return c_skip, c_out, c_in, c_noise
+    # END SOLUTION
+
+
+def vp_preconditioning(sigma, M: int = 1000, beta_d: float = 19.9, beta_min: float = 0.1):
+    """Table 1, VP: c_skip = 1, c_out = -sigma, c_in = 1 / sqrt(sigma^2 + 1), c_noise = (M - 1) sigma^-1(sigma)."""
+    xp = namespace(sigma)
+    t = (xp.sqrt(beta_min ** 2 + 2 * beta_d * xp.log(sigma ** 2 + 1)) - beta_min) / beta_d
+    return xp.ones_like(sigma), -sigma, 1 / xp.sqrt(sigma ** 2 + 1), (M - 1) * t
+
+
+def ve_preconditioning(sigma):
+    """Table 1, VE: c_skip = 1, c_out = sigma, c_in = 1, c_noise = ln(sigma / 2)."""
+    xp = namespace(sigma)
+    return xp.ones_like(sigma), sigma, xp.ones_like(sigma), xp.log(0.5 * sigma)
+
+
+def iddpm_preconditioning(sigma, M: int = 1000, C1: float = 0.001, C2: float = 0.008):
+    """Table 1, iDDPM: c_skip = 1, c_out = -sigma, c_in = 1 / sqrt(sigma^2 + 1),
+    c_noise = M - 1 - argmin_j |u_j - sigma|."""
+    xp = namespace(sigma)
+    u = xp.asarray(iddpm_u(M, C1, C2), like=sigma)
+    j = xp.argsort(xp.abs(xp.reshape(sigma, (-1, 1)) - u[None, :]), axis=1)[:, 0]
+    c_noise = (M - 1) - xp.asarray(j, like=sigma)
+    return xp.ones_like(sigma), -sigma, 1 / xp.sqrt(sigma ** 2 + 1), c_noise
+
+
+# ----------------------------------------------------------------------------------------------
+# Training (Table 1, "Training"): the noise-level distribution and the loss weighting lambda(sigma).
+
+def edm_loss_weight(sigma, sigma_data: float = 0.5):
+    """EDM: lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (= 1 / c_out^2)."""
+    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
+def inverse_square_weight(sigma):
+    """VP, VE, iDDPM: lambda(sigma) = 1 / sigma^2."""
+    return 1 / sigma ** 2
+
+
+def edm_training_sigma(rng, n: int, P_mean: float = -1.2, P_std: float = 1.2):
+    """EDM: ln(sigma) ~ N(P_mean, P_std^2).  Returns (n,) NumPy."""
+    return np.exp(P_mean + P_std * np.asarray(rng.randn((n,)), dtype=np.float64))
+
+
+def vp_training_sigma(rng, n: int, eps_t: float = 1e-5, beta_d: float = 19.9, beta_min: float = 0.1):
+    """VP: sigma(t) with t ~ U(eps_t, 1)."""
+    return vp_sigma(eps_t + (1 - eps_t) * np.asarray(rng.rand((n,)), dtype=np.float64), beta_d, beta_min)
+
+
+def ve_training_sigma(rng, n: int, sigma_min: float = 0.02, sigma_max: float = 100.0):
+    """VE: ln(sigma) ~ U(ln sigma_min, ln sigma_max)."""
+    u = np.asarray(rng.rand((n,)), dtype=np.float64)
+    return np.exp(np.log(sigma_min) + u * (np.log(sigma_max) - np.log(sigma_min)))
+
+
+def iddpm_training_sigma(rng, n: int, M: int = 1000):
+    """iDDPM: sigma = u_j with j ~ U{0, ..., M - 1}."""
+    return iddpm_u(M)[np.asarray(rng.randint(0, M, (n,)))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """One column of EDM's Table 1."""
+    name: str
+    sigmas: callable          # n -> (n,) decreasing noise levels for sampling
+    preconditioning: callable  # sigma -> c_skip, c_out, c_in, c_noise
+    training_sigma: callable   # (rng, n) -> (n,) noise levels for training
+    loss_weight: callable      # sigma -> lambda(sigma)
+
+
+SCHEMES = {
+    "vp": Scheme("vp", vp_sigmas, vp_preconditioning, vp_training_sigma, inverse_square_weight),
+    "ve": Scheme("ve", ve_sigmas, ve_preconditioning, ve_training_sigma, inverse_square_weight),
+    "iddpm": Scheme("iddpm", iddpm_sigmas, iddpm_preconditioning, iddpm_training_sigma, inverse_square_weight),
+    "edm": Scheme("edm", karras_sigmas, edm_preconditioning, edm_training_sigma, edm_loss_weight),
+}
+
+
+def get_scheme(name: str) -> Scheme:
+    _checks.choice("scheme", name, tuple(SCHEMES))
+    return SCHEMES[name]
+
+
+def precondition(raw_net, scheme: str = "edm"):
+    """The denoiser D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) (EDM eq. 7) around a raw
+    network F(x, c_noise); works on both backends.  x: (B, ...), sigma: (B,) -> (B, ...)."""
+    coefficients = get_scheme(scheme).preconditioning
+
+    def D(x, sigma, **kwargs):
+        xp = namespace(x)
+        sigma = xp.asarray(sigma, like=x) * xp.ones((x.shape[0],), like=x)
+        c_skip, c_out, c_in, c_noise = (xp.append_dims(c, x.ndim) if i < 3 else c
+                                        for i, c in enumerate(coefficients(sigma)))
+        return c_skip * x + c_out * raw_net(c_in * x, c_noise, **kwargs)
+
+    return D
+
+
+def denoiser_loss(D, x0, sigma, noise, weight, **kwargs):
+    """EDM eq. (2) / (8): mean over the batch of lambda(sigma) || D(x0 + sigma n; sigma) - x0 ||^2,
+    summed over data dimensions.  sigma: (B,), noise like x0, weight = lambda(sigma) (B,)."""
+    xp = namespace(x0, noise)
+    # BEGIN SOLUTION
+    s = xp.asarray(sigma, like=x0)
+    x = x0 + xp.append_dims(s, x0.ndim) * noise
+    err = xp.sum(xp.reshape(xp.square(D(x, s, **kwargs) - x0), (x0.shape[0], -1)), axis=1)
+    return xp.mean(xp.asarray(weight, like=x0) * err)
+    # END SOLUTION
+
+
+# ----------------------------------------------------------------------------------------------
+# Converters between the two model forms (DESIGN section 3).
+
+def eps_model_to_denoiser(eps_model, alpha_bar):
+    """Read a discrete DDPM eps-model as a denoiser (DDIM eq. 14 / EDM Appendix C.3.4):
+    x = x_t / sqrt(abar_t) with sigma_t = sqrt((1 - abar_t) / abar_t); D(x; sigma) =
+    x - sigma eps(sqrt(abar_t) x, t), at the step t whose sigma_t is nearest to sigma."""
+    alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
+    sigmas = np.sqrt((1 - alpha_bar) / alpha_bar)
+
+    def D(x, sigma, **kwargs):
+        xp = namespace(x)
+        s = xp.to_numpy(xp.asarray(sigma, like=x) * xp.ones((x.shape[0],), like=x)).astype(np.float64)
+        t = np.abs(np.log(s)[:, None] - np.log(sigmas)[None, :]).argmin(axis=1)
+        a = xp.append_dims(xp.asarray(alpha_bar[t], like=x), x.ndim)
+        eps = eps_model(xp.sqrt(a) * x, xp.int_array(t, like=x), **kwargs)
+        return x - xp.append_dims(xp.asarray(s, like=x), x.ndim) * eps
+
+    return D
+
+
+def denoiser_to_eps_model(D, alpha_bar):
+    """The inverse reading: eps(x_t, t) = (x - D(x; sigma_t)) / sigma_t with x = x_t / sqrt(abar_t)."""
+    alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
+
+    def eps(x_t, t, **kwargs):
+        xp = namespace(x_t)
+        a = xp.gather(xp.asarray(alpha_bar, like=x_t), t)
+        sigma = xp.sqrt((1 - a) / a)
+        x = x_t / xp.append_dims(xp.sqrt(a), x_t.ndim)
+        return (x - D(x, sigma, **kwargs)) / xp.append_dims(sigma, x_t.ndim)
+
+    return eps
+
+
+def vp_sigma_to_alpha(sigma):
+    """For a VP model: alpha_bar = 1 / (1 + sigma^2) (EDM Table 1, s(t) = 1 / sqrt(sigma^2 + 1))."""
+    return 1 / (1 + np.asarray(sigma) ** 2)

@@ -1,0 +1,146 @@
+"""Checks for lessons/06_edm.py."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from minidiff.data.toy2d import GaussianMixture, eight_gaussians_mixture
+
+LESSON = "06"
+exercise = pytest.mark.exercise
+
+
+@exercise("karras_sigmas")
+def test_karras_sigmas_endpoints_and_rho_spacing(ex):
+    s = ex.karras_sigmas(18, 0.002, 80.0, 7.0)
+    assert s.shape == (18,)
+    assert s[0] == pytest.approx(80.0) and s[-1] == pytest.approx(0.002)
+    np.testing.assert_allclose(np.diff(s ** (1 / 7)), (0.002 ** (1 / 7) - 80 ** (1 / 7)) / 17, rtol=1e-9)
+
+
+@exercise("karras_sigmas")
+def test_karras_sigmas_with_rho_one_are_linear(ex):
+    np.testing.assert_allclose(ex.karras_sigmas(5, 1.0, 5.0, 1.0), [5, 4, 3, 2, 1], rtol=1e-12)
+
+
+@exercise("karras_sigmas")
+def test_karras_sigmas_match_diffusers(ex):
+    from diffusers import EDMEulerScheduler
+    sched = EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0, rho=7.0)
+    sched.set_timesteps(25)
+    np.testing.assert_allclose(ex.karras_sigmas(25), sched.sigmas[:-1].double().numpy(), rtol=1e-5)
+
+
+@exercise("edm_preconditioning")
+def test_edm_preconditioning_matches_diffusers(ex):
+    from diffusers import EDMEulerScheduler
+    sched = EDMEulerScheduler(sigma_data=0.5)
+    sigma = np.array([0.002, 0.1, 1.0, 80.0])
+    c_skip, c_out, c_in, c_noise = ex.edm_preconditioning(sigma, 0.5)
+    x, F = np.ones(4), np.full(4, 2.0)
+    s_t = torch.from_numpy(sigma)
+    np.testing.assert_allclose(c_in * x, sched.precondition_inputs(torch.from_numpy(x), s_t).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(c_skip * x + c_out * F,
+                               sched.precondition_outputs(torch.from_numpy(x), torch.from_numpy(F), s_t).numpy(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(c_noise, sched.precondition_noise(s_t).numpy(), rtol=1e-12)
+
+
+@exercise("edm_preconditioning")
+def test_edm_preconditioning_keeps_unit_variance(ex):
+    # EDM Appendix B.6: c_in normalises the input, and the training target of F,
+    # (x0 - c_skip x) / c_out, has unit variance when x0 has variance sigma_data^2.
+    sd = 0.5
+    sigma = np.geomspace(0.002, 80, 9)
+    c_skip, c_out, c_in, _ = ex.edm_preconditioning(sigma, sd)
+    np.testing.assert_allclose(c_in ** 2 * (sigma ** 2 + sd ** 2), 1.0, rtol=1e-12)
+    target_var = ((1 - c_skip) ** 2 * sd ** 2 + c_skip ** 2 * sigma ** 2) / c_out ** 2
+    np.testing.assert_allclose(target_var, 1.0, rtol=1e-10)
+
+
+def _gaussian_denoiser(s2):
+    """Exact D(x; sigma) for data N(0, s2 I): x s2 / (s2 + sigma^2)."""
+    return lambda x, sigma: x * s2 / (s2 + np.asarray(sigma).reshape(-1, 1) ** 2)
+
+
+@exercise("denoiser_loss")
+def test_denoiser_loss_formula(ex):
+    rng = np.random.default_rng(0)
+    x0, n = rng.standard_normal((8, 3)), rng.standard_normal((8, 3))
+    sigma, w = np.linspace(0.1, 3.0, 8), np.linspace(1.0, 2.0, 8)
+    D = lambda x, s: 0.5 * x
+    expected = np.mean(w * np.sum((0.5 * (x0 + sigma[:, None] * n) - x0) ** 2, axis=1))
+    assert ex.denoiser_loss(D, x0, sigma, n, w) == pytest.approx(expected, rel=1e-12)
+
+
+@exercise("denoiser_loss")
+def test_denoiser_loss_is_smallest_for_the_exact_denoiser(ex):
+    gmm = eight_gaussians_mixture()
+    rng = np.random.default_rng(1)
+    x0, n = gmm.sample(4000, 2), rng.standard_normal((4000, 2))
+    sigma = np.exp(-1.2 + 1.2 * rng.standard_normal(4000))
+    exact = lambda x, s: gmm.denoise(x, 1.0, s)
+    best = ex.denoiser_loss(exact, x0, sigma, n, np.ones(4000))
+    for bad in (lambda x, s: 1.1 * exact(x, s), lambda x, s: exact(x, s) + 0.05):
+        assert best < ex.denoiser_loss(bad, x0, sigma, n, np.ones(4000))
+
+
+@exercise("to_d")
+def test_to_d_for_gaussian_data(ex):
+    x = np.random.default_rng(2).standard_normal((5, 2))
+    D = _gaussian_denoiser(0.3)
+    for sigma in (0.05, 1.0, 20.0):
+        np.testing.assert_allclose(ex.to_d(x, sigma, D(x, np.full(5, sigma))), x * sigma / (0.3 + sigma ** 2),
+                                   rtol=1e-12)
+
+
+def _flow(x, s2, sigma, sigma_next):
+    """The exact probability-flow map for N(0, s2 I) data: x scales by sqrt((s2 + sigma'^2) / (s2 + sigma^2))."""
+    return x * math.sqrt((s2 + sigma_next ** 2) / (s2 + sigma ** 2))
+
+
+@exercise("heun_step")
+def test_heun_step_is_second_order(ex):
+    x = np.random.default_rng(3).standard_normal((6, 2))
+    D = _gaussian_denoiser(0.25)
+    errs = []
+    for h in (0.4, 0.2, 0.1):
+        errs.append(np.abs(ex.heun_step(D, x, 1.0, 1.0 - h) - _flow(x, 0.25, 1.0, 1.0 - h)).max())
+    # local error O(h^3): halving h divides it by about 8
+    assert errs[0] / errs[1] > 6 and errs[1] / errs[2] > 6
+
+
+@exercise("heun_step")
+def test_heun_step_to_zero_is_one_euler_step(ex):
+    x = np.random.default_rng(4).standard_normal((6, 2))
+    D = _gaussian_denoiser(0.25)
+    np.testing.assert_allclose(ex.heun_step(D, x, 0.5, 0.0), D(x, np.full(6, 0.5)), rtol=1e-12)
+
+
+@exercise("heun_step")
+def test_heun_sampling_with_exact_denoiser_reaches_the_data(ex):
+    from minidiff.edm import karras_sigmas
+    gmm = GaussianMixture([[1.0, 0.0], [-1.0, 0.0]], [0.1, 0.1])
+    rng = np.random.default_rng(5)
+    x = 80.0 * rng.standard_normal((2000, 2))
+    sig = np.append(karras_sigmas(18), 0.0)
+    D = lambda y, s: gmm.denoise(y, 1.0, s)
+    for i in range(18):
+        x = ex.heun_step(D, x, float(sig[i]), float(sig[i + 1]))
+    assert np.abs(np.abs(x[:, 0]) - 1).mean() < 0.15 and abs(np.mean(x[:, 0] > 0) - 0.5) < 0.05
+
+
+@exercise("churn_gamma")
+def test_churn_gamma_values(ex):
+    assert ex.churn_gamma(1.0, 18, 0.0) == 0.0
+    assert ex.churn_gamma(1.0, 20, 4.0) == pytest.approx(0.2)
+    assert ex.churn_gamma(1.0, 10, 80.0) == pytest.approx(math.sqrt(2) - 1)
+
+
+@exercise("churn_gamma")
+def test_churn_only_inside_the_window(ex):
+    assert ex.churn_gamma(0.01, 10, 5.0, S_tmin=0.05, S_tmax=50.0) == 0.0
+    assert ex.churn_gamma(60.0, 10, 5.0, S_tmin=0.05, S_tmax=50.0) == 0.0
+    assert ex.churn_gamma(1.0, 10, 5.0, S_tmin=0.05, S_tmax=50.0) == pytest.approx(math.sqrt(2) - 1)  # 0.5, capped
+    assert ex.churn_gamma(1.0, 100, 5.0, S_tmin=0.05, S_tmax=50.0) == pytest.approx(0.05)
