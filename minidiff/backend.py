@@ -55,7 +55,9 @@ autograd.extend.defvjp(
 
 def _sigmoid(x):
     """1 / (1 + exp(-x)), computed in one buffer of x's dtype (float32 stays float32)."""
-    s = np.negative(x)
+    x = np.asarray(x)
+    s = np.array(x, dtype=np.result_type(x, np.float32))  # a float array buffer, also for ints and 0-d input
+    np.negative(s, out=s)
     with np.errstate(over="ignore"):  # exp(-x) -> inf gives the right limit 0
         np.exp(s, out=s)
     s += 1
@@ -80,7 +82,7 @@ def _np_silu(x):
 def _silu_vjp(ans, x):
     saved, _silu_saved[0] = _silu_saved[0], None
     s = saved[1] if saved is not None and saved[0] is ans else _sigmoid(x)
-    d = 1 + x           # SiLU'(x) = s (1 + x - x s) = s (1 + x - ans)
+    d = np.add(1, x, dtype=s.dtype)  # SiLU'(x) = s (1 + x - x s) = s (1 + x - ans)
     d -= ans
     d *= s
     return lambda g: g * d

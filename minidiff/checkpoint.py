@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,9 @@ def load_toy_checkpoint(folder):
         state = json.loads(state_path.read_text())
         with np.load(model, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, json.JSONDecodeError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:  # truncated npz: BadZipFile
         raise ValueError(f"checkpoint in {folder} is unreadable (truncated or tampered?): {e}") from e
-    if state.get("format") != "minidiff-toy-v1":
-        raise ValueError(f"{state_path} is not a minidiff 2-D checkpoint (format={state.get('format')!r})")
+    if not isinstance(state, dict) or state.get("format") != "minidiff-toy-v1":
+        fmt = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{state_path} is not a minidiff 2-D checkpoint (format={fmt!r})")
     return _unflatten("params", arrays), _unflatten("ema", arrays), state

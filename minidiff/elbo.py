@@ -22,6 +22,8 @@ from .samplers import VARIANCES, _checked_model_output, ddpm_sigma2
 def gaussian_kl(mean1, var1, mean2, var2):
     """KL( N(mean1, var1) || N(mean2, var2) ) elementwise, in nats (arrays broadcast)."""
     xp = namespace(mean1, mean2)
+    like = mean1 if xp.is_array(mean1) else mean2
+    var1, var2 = xp.asarray(var1, like=like), xp.asarray(var2, like=like)  # python-float variances on torch
     # BEGIN SOLUTION
     return 0.5 * (xp.log(var2 / var1) + (var1 + xp.square(mean1 - mean2)) / var2 - 1.0)
     # END SOLUTION
@@ -30,6 +32,7 @@ def gaussian_kl(mean1, var1, mean2, var2):
 def gaussian_log_density(x, mean, var):
     """log N(x; mean, var) elementwise, in nats."""
     xp = namespace(x, mean)
+    var = xp.asarray(var, like=x if xp.is_array(x) else mean)
     return -0.5 * (math.log(2 * math.pi) + xp.log(var) + xp.square(x - mean) / var)
 
 

@@ -30,7 +30,7 @@ class ToyConfig:
     dataset: str = "swiss_roll"
     method: str = "ddpm"
     target: str = "eps"
-    steps: int = 4000
+    steps: int = 5000
     batch_size: int = 512
     lr: float = 2e-3
     T: int = 1000
@@ -60,9 +60,10 @@ class ToyConfig:
 
 
 def lr_at(cfg: ToyConfig, k: int) -> float:
-    """Linear warm-up over 100 steps, then cosine decay to 10 % of ``lr``."""
+    """Linear warm-up over 100 steps, then cosine decay to 2 % of ``lr`` at step ``cfg.steps``."""
     warm = min(1.0, (k + 1) / 100)
-    return cfg.lr * warm * (0.55 + 0.45 * np.cos(np.pi * k / cfg.steps))
+    # a python float: a NumPy float64 scalar lr would promote float32 parameters to float64 in adam_update
+    return float(cfg.lr * warm * (0.51 + 0.49 * np.cos(np.pi * min(k, cfg.steps) / cfg.steps)))
 
 
 def train_toy(cfg: ToyConfig, progress: bool = True, callback=None) -> dict:
@@ -130,7 +131,7 @@ def _torch_stepper(cfg, params, alpha_bar):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step, model.to_params
 

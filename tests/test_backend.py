@@ -218,3 +218,20 @@ def test_silu_vjp_matches_finite_differences_and_torch():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(xp.silu(np.array([-1000.0, 1000.0])), [-0.0, 1000.0])
+
+
+@pytest.mark.parametrize("value", [1.5, np.float64(-0.5), np.array(2.0), np.array([1, -2, 3]),
+                                   np.array([[0.5, -3.0]], dtype=np.float32)])
+def test_silu_on_scalars_ints_and_float32(value):
+    xp = get_namespace("numpy")
+    a = np.asarray(value)
+    expected = a / (1 + np.exp(-a.astype(np.float64)))
+    out = np.asarray(xp.silu(value))
+    assert out.shape == a.shape
+    assert out.dtype == (np.float32 if a.dtype == np.float32 else np.float64)
+    np.testing.assert_allclose(out, expected, rtol=1e-6 if a.dtype == np.float32 else 1e-14)
+    if a.dtype.kind == "f":
+        g = np.asarray(autograd.grad(lambda z: anp.sum(xp.silu(z)))(value))
+        s = 1 / (1 + np.exp(-a.astype(np.float64)))
+        np.testing.assert_allclose(g, s * (1 + a * (1 - s)), rtol=1e-6 if a.dtype == np.float32 else 1e-12)
+        assert g.dtype == out.dtype

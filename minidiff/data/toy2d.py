@@ -63,8 +63,13 @@ class GaussianMixture:
         return mixture_score(x, self.means, self.vars, self.weights, alpha, sigma)
 
     def denoise(self, x, alpha=1.0, sigma=0.0):
-        """The exact denoiser E[x_0 | x] (Tweedie's formula: (x + sigma^2 score) / alpha)."""
-        return (x + sigma ** 2 * self.score(x, alpha, sigma)) / alpha
+        """The exact denoiser E[x_0 | x] (Tweedie's formula: (x + sigma^2 score) / alpha).
+        alpha, sigma: scalars or (B,), as for ``score``."""
+        xp = namespace(x)
+        B = x.shape[0]
+        a = xp.reshape(xp.asarray(alpha, like=x) * xp.ones((B,), like=x), (B, 1))  # (B,) broadcasts per example
+        s = xp.reshape(xp.asarray(sigma, like=x) * xp.ones((B,), like=x), (B, 1))
+        return (x + s ** 2 * self.score(x, alpha, sigma)) / a
 
     def eps_model(self, alpha_bar):
         """The exact DDPM noise predictor E[eps | x_t] = -sqrt(1 - alpha_bar_t) score, as eps(x, t)."""
@@ -135,7 +140,7 @@ def two_moons(n, rng):
 
 def checkerboard(n, rng):
     x1 = 4 * rng.random(n) - 2
-    x2 = 2 * rng.random(n) - rng.integers(0, 2, n) * 2
+    x2 = rng.random(n) - rng.integers(0, 2, n) * 2   # [0, 1) or [-2, -1), then shifted by the column parity
     x2 = x2 + np.floor(x1) % 2
     return _standardise(np.stack([x1, x2], axis=1), 1.15)
 

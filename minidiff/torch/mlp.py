@@ -23,11 +23,13 @@ class TorchMLP(nn.Module):
         in_dim = params[-1][0].shape[1]
         t_dim = params[0][0].shape[0] - in_dim
         model = cls(in_dim, params[0][0].shape[1], len(params) - 1, t_dim, params[-1][0].shape[1])
+        # cast before copying: copying float64 weights into the default float32 layers would round them
+        model = model.to(dtype or torch.as_tensor(np.asarray(params[0][0])).dtype)
         with torch.no_grad():
             for lin, (W, b) in zip(model.linears, params):
                 lin.weight.copy_(torch.as_tensor(np.asarray(W).T))
                 lin.bias.copy_(torch.as_tensor(np.asarray(b)))
-        return model.to(dtype or torch.as_tensor(np.asarray(params[0][0])).dtype)
+        return model
 
     def to_params(self):
         """The weights as a NumPy ``init_mlp``-style parameter list."""
