@@ -28,6 +28,12 @@ def _add_train_args(p, defaults):
                    help="stop training after this many seconds (0: no limit)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--backend", default=defaults.backend, choices=("numpy", "torch"))
+    p.add_argument("--scheme", default=defaults.scheme, choices=("vp", "ve", "iddpm", "edm"),
+                   help="method edm: which column of EDM's Table 1 (preconditioning, noise levels, weighting)")
+    p.add_argument("--teacher", default="", help="method cd: checkpoint folder of an edm model")
+    p.add_argument("--cm-N", type=int, default=defaults.cm_N, help="method cd: number of noise levels")
+    p.add_argument("--metric", default=defaults.metric, choices=("l2", "l1", "pseudo_huber"),
+                   help="methods cd, ct: the consistency distance")
     p.add_argument("--out", default="runs/toy", help="output folder (checkpoint and plots)")
 
 
@@ -36,7 +42,8 @@ def _config_from(args):
 
     return ToyConfig(dataset=args.dataset, method=args.method, target=args.target, steps=args.steps,
                      batch_size=args.batch_size, lr=args.lr, T=args.T, schedule=args.schedule,
-                     max_seconds=args.max_seconds, seed=args.seed, backend=args.backend)
+                     max_seconds=args.max_seconds, seed=args.seed, backend=args.backend, scheme=args.scheme,
+                     teacher=args.teacher, cm_N=args.cm_N, metric=args.metric)
 
 
 def _train_and_save(cfg, out: Path):
@@ -50,31 +57,35 @@ def _train_and_save(cfg, out: Path):
     return result
 
 
-def _sample_and_report(params, config, out: Path, n: int, seed: int, backend: str, gif: bool):
+def _sample_and_report(params, config, out: Path, n: int, seed: int, backend: str, gif: bool,
+                       sampler=None, steps=None, eta=0.0, sampler_kwargs=None):
     from . import plot
     from .data.toy2d import sample_toy
     from .metrics import sliced_wasserstein
     from .train import sample_from_params
 
+    from .train import default_sampler
+
+    sampler = sampler or default_sampler(config)[0]
     frames, labels = [], []
 
     def keep(info):
-        if info["i"] % 50 == 0 or info["i"] == config["T"] - 1:
+        if sampler != "ddpm" or info["i"] % 50 == 0:
             frames.append(np.asarray(info["x"]))
-            labels.append(f"t = {info['i']}")
+            labels.append(f"step {len(frames)}")
 
     t0 = time.perf_counter()
-    samples = sample_from_params(params, config, n, seed=seed, backend=backend,
-                                 callback=keep if gif else None, progress=True)
+    samples = sample_from_params(params, config, n, seed=seed, backend=backend, sampler=sampler, steps=steps,
+                                 eta=eta, callback=keep if gif else None, progress=True, **(sampler_kwargs or {}))
     seconds = time.perf_counter() - t0
     data = sample_toy(config["dataset"], n, 10_000 + seed)
     fresh = sample_toy(config["dataset"], n, 20_000 + seed)
     swd, floor = sliced_wasserstein(samples, data), sliced_wasserstein(fresh, data)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "samples.npy", samples)
-    plot.compare(samples, data, out / "samples.png", titles=(f"{config['dataset']} (data)", "DDPM samples"))
-    report = {"n": n, "sliced_wasserstein": swd, "data_floor": floor, "ratio": swd / floor,
-              "sampling_seconds": seconds}
+    plot.compare(samples, data, out / "samples.png", titles=(f"{config['dataset']} (data)", f"{sampler} samples"))
+    report = {"n": n, "sampler": sampler, "steps": steps, "sliced_wasserstein": swd, "data_floor": floor,
+              "ratio": swd / floor, "sampling_seconds": seconds}
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     print(f"{n} samples in {seconds:.1f} s: sliced Wasserstein {swd:.4f} vs data-vs-data floor {floor:.4f} "
           f"(ratio {swd / floor:.2f}); plot in {out / 'samples.png'}")
@@ -109,8 +120,11 @@ def cmd_sample(args):
 
     params, ema, state = load_toy_checkpoint(args.ckpt)
     out = Path(args.out) if args.out else Path(args.ckpt if Path(args.ckpt).is_dir() else Path(args.ckpt).parent)
+    kwargs = {}
+    if args.sampler == "stochastic":
+        kwargs = dict(S_churn=args.churn, S_tmin=args.s_tmin, S_tmax=args.s_tmax, S_noise=args.s_noise)
     _sample_and_report(params if args.no_ema else ema, state["config"], out, args.n, args.seed, args.backend,
-                       gif=args.gif)
+                       gif=args.gif, sampler=args.sampler, steps=args.steps, eta=args.eta, sampler_kwargs=kwargs)
     return 0
 
 
@@ -150,6 +164,16 @@ def build_parser():
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="numpy", choices=("numpy", "torch"))
+    p.add_argument("--sampler", default=None,
+                   choices=("ddpm", "ddim", "euler", "heun", "stochastic", "consistency"),
+                   help="default: ddpm for ddpm models, heun for edm models, consistency otherwise")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (ddim, euler, heun, stochastic: N; consistency: evaluations)")
+    p.add_argument("--eta", type=float, default=0.0, help="ddim: 0 deterministic, 1 DDPM-like")
+    p.add_argument("--churn", type=float, default=0.0, help="stochastic: S_churn")
+    p.add_argument("--s-tmin", type=float, default=0.0, help="stochastic: S_tmin")
+    p.add_argument("--s-tmax", type=float, default=float("inf"), help="stochastic: S_tmax")
+    p.add_argument("--s-noise", type=float, default=1.0, help="stochastic: S_noise")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif")
     p.add_argument("--out", default=None, help="output folder (default: the checkpoint's)")
