@@ -41,8 +41,11 @@ _BACKEND_NAMES = ("numpy", "torch")
 def _np_linear(h, W, b):
     """h @ W + b.  h: (B, n_in), W: (n_in, n_out), b: (n_out,) -> (B, n_out)."""
     out = h @ W
-    out += b            # in place: the same sum as ``h @ W + b`` without a second (B, n_out) array
-    return out
+    if isinstance(out, np.ndarray) and out.dtype == np.result_type(out, b) and out.shape == np.broadcast_shapes(
+            out.shape, np.shape(b)):
+        out += b        # in place: the same sum as ``h @ W + b`` without a second (B, n_out) array
+        return out
+    return out + b      # mixed dtypes or a broadcast that grows the result: exactly h @ W + b
 
 
 autograd.extend.defvjp(
