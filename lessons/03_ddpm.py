@@ -38,7 +38,7 @@ def eps_to_x0(x_t, t, eps, alpha_bar):
 
 
 def eps_to_score(eps, t, alpha_bar):
-    """Tweedie / Luo 2022 eq. (133): grad log q(x_t) = -eps / sqrt(1 - alpha_bar_t)."""
+    """Tweedie's formula (Luo 2022, "Three Equivalent Interpretations"): grad log q(x_t) = -eps / sqrt(1 - alpha_bar_t)."""
     xp = namespace(eps)
     raise NotImplementedError("EXERCISE eps_to_score: write this function (see its docstring)")
 

@@ -70,7 +70,7 @@ def x0_to_eps(x_t, t, x0, alpha_bar):
 
 
 def eps_to_score(eps, t, alpha_bar):
-    """Tweedie / Luo 2022 eq. (133): grad log q(x_t) = -eps / sqrt(1 - alpha_bar_t)."""
+    """Tweedie's formula (Luo 2022, "Three Equivalent Interpretations"): grad log q(x_t) = -eps / sqrt(1 - alpha_bar_t)."""
     xp = namespace(eps)
     # BEGIN SOLUTION
     return -eps / xp.sqrt(1 - _coef(alpha_bar, t, eps))

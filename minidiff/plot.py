@@ -97,3 +97,43 @@ def save_gif(frames, path, lim=3.0, fps=12, labels=None):
     anim.save(path, writer=PillowWriter(fps=fps))
     plt.close(fig)
     return path
+
+
+def snapshots(frames, titles=None, lim=3.0, s=1.0, color="C0", size=2.2, axes=None):
+    """A row of scatter plots, one per (N, 2) frame (e.g. x_t at several t).  Returns the figure."""
+    plt = _plt()
+    if axes is None:
+        fig, axes = plt.subplots(1, len(frames), figsize=(size * len(frames), size))
+    axes = np.atleast_1d(axes)
+    for i, (ax, f) in enumerate(zip(axes, frames)):
+        scatter(f, ax, titles[i] if titles else None, lim=lim, s=s, color=color)
+    fig = axes[0].figure
+    fig.tight_layout()
+    return fig
+
+
+def vector_field(fn, ax=None, lim=3.0, n=21, title=None, normalise=True, color="k"):
+    """Quiver plot of a vector field ``fn(points (M, 2)) -> (M, 2)`` on an n x n grid over
+    [-lim, lim]^2 (e.g. a score), arrows scaled to unit length when ``normalise``.  Returns the axes."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    g = np.linspace(-lim, lim, n)
+    X, Y = np.meshgrid(g, g)
+    pts = np.stack([X.ravel(), Y.ravel()], axis=1)                 # (n*n, 2)
+    v = np.asarray(fn(pts), dtype=np.float64)                     # (n*n, 2)
+    if normalise:
+        v = v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-12)
+    step = 2 * lim / (n - 1)
+    if normalise:
+        v = 0.8 * step * v                                        # arrows 0.8 grid cells long
+    ax.quiver(pts[:, 0], pts[:, 1], v[:, 0], v[:, 1], color=color, alpha=0.7, pivot="mid",
+              angles="xy", scale_units="xy", scale=1.0 if normalise else None, width=0.005)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax

@@ -66,6 +66,8 @@ class GaussianMixture:
         """The exact denoiser E[x_0 | x] (Tweedie's formula: (x + sigma^2 score) / alpha).
         alpha, sigma: scalars or (B,), as for ``score``."""
         xp = namespace(x)
+        if not np.all(np.asarray(xp.to_numpy(xp.asarray(alpha, like=x))) > 0):
+            raise ValueError("alpha must be > 0 (the denoiser divides by it)")
         B = x.shape[0]
         a = xp.reshape(xp.asarray(alpha, like=x) * xp.ones((B,), like=x), (B, 1))  # (B,) broadcasts per example
         s = xp.reshape(xp.asarray(sigma, like=x) * xp.ones((B,), like=x), (B, 1))
