@@ -3,9 +3,9 @@
 Both sides are the steppers that ``minidiff.train.train_toy`` uses, built from the same initial
 weights and fed the same batches:
 
-* autograd: ``train._numpy_stepper`` -- ``mlp`` traced by HIPS/autograd (primitives ``_np_linear``
+* autograd: ``train._NumpyStepper`` -- ``mlp`` traced by HIPS/autograd (primitives ``_np_linear``
   and ``_np_silu`` with hand-written VJPs), ``clip_grad_norm`` and our ``adam_update``;
-* torch:    ``train._torch_stepper``  -- ``TorchMLP``, ``loss.backward()``,
+* torch:    ``train._TorchStepper``   -- ``TorchMLP``, ``loss.backward()``,
   ``torch.nn.utils.clip_grad_norm_`` and ``torch.optim.AdamW`` (library defaults, i.e. foreach).
 
 One "step" is forward + backward + clipping + optimizer update on one batch, in float32.  The
@@ -36,10 +36,9 @@ import torch
 
 from minidiff.data.toy2d import sample_toy
 from minidiff.nn import init_mlp
-from minidiff.schedules import alpha_bars, make_betas
-from minidiff.train import ToyConfig, _numpy_stepper, _torch_stepper
+from minidiff.train import ToyConfig, _NumpyStepper, _Objective, _TorchStepper
 
-# ``float(loss)`` in _torch_stepper reads a tensor that requires grad; harmless here.
+# ``float(loss)`` in _TorchStepper reads a tensor that requires grad; harmless here.
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
 
 LR = 1e-3
@@ -60,10 +59,17 @@ def _configs():
 def _steppers(c):
     cfg = ToyConfig(batch_size=c["batch_size"], hidden=c["hidden"], depth=c["depth"], t_dim=c["t_dim"],
                     dtype="float32")
-    alpha_bar = alpha_bars(make_betas(cfg.schedule, cfg.T))
     init = init_mlp(np.random.default_rng(0), 2, cfg.hidden, cfg.depth, cfg.t_dim, dtype=np.float32)
-    np_step, np_params = _numpy_stepper(cfg, init, alpha_bar)
-    th_step, th_params = _torch_stepper(cfg, init, alpha_bar)
+    objective = _Objective(cfg)
+    np_stepper, th_stepper = _NumpyStepper(cfg, init, objective), _TorchStepper(cfg, init, objective)
+
+    def np_step(x0, t, noise, lr):
+        return np_stepper.step(x0, {"t": t, "noise": noise}, lr)
+
+    def th_step(x0, t, noise, lr):
+        return th_stepper.step(x0, {"t": t, "noise": noise}, lr)
+
+    np_params, th_params = np_stepper.params, th_stepper.params
     rng = np.random.default_rng(1)
     batches = []
     for i in range(N_BATCHES):
