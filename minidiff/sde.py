@@ -187,15 +187,21 @@ def euler_maruyama_step(sde, score_model, x, t: float, dt: float, noise):
 
 def reverse_diffusion_step(sde, score_model, x, t: float, dt: float, noise):
     """The reverse-diffusion predictor (Song et al., eq. 46 and Appendix E): discretise the
-    forward SDE as x_{i+1} = x_i + f_i + G_i z, with f_i = f dt and G_i = g sqrt(dt) (for VE:
-    G_i = sqrt(sigma_{i+1}^2 - sigma_i^2), as in the paper's code), and step back with
-    x_i = x_{i+1} - f_{i+1} + G_{i+1}^2 s + G_{i+1} z.  dt < 0."""
+    forward SDE as x_{i+1} = x_i + f_i + G_i z and step back with
+    x_i = x_{i+1} - f_{i+1} + G_{i+1}^2 s + G_{i+1} z.  dt < 0.  The discretisations are the
+    paper's: VP (and sub-VP) as DDPM, f_i = (sqrt(1 - beta_i) - 1) x and G_i = sqrt(beta_i) with
+    beta_i = beta(t) |dt|; VE as SMLD, f_i = 0 and G_i = sqrt(sigma(t)^2 - sigma(t + dt)^2)."""
     xp = namespace(x)
     t_b = _t_like(t, x)
-    f, g = sde.sde(x, t_b)
-    f_i, G = f * (-dt), g * math.sqrt(-dt)
     if isinstance(sde, VESDE):
+        f_i = 0 * x
         G = xp.sqrt(sde.sigma(t_b) ** 2 - sde.sigma(_t_like(t + dt, x)) ** 2)
+    else:
+        beta_i = sde.beta(t_b) * (-dt)
+        f_i = xp.append_dims(xp.sqrt(1 - beta_i) - 1, x.ndim) * x
+        G = xp.sqrt(beta_i)
+        if isinstance(sde, SubVPSDE):  # sub-VP: the same drift, its own (smaller) diffusion
+            G = sde.sde(x, t_b)[1] * math.sqrt(-dt)
     G = xp.append_dims(G, x.ndim)
     return x - f_i + G * G * score_model(x, t_b) + G * noise
 

@@ -184,7 +184,8 @@ def train_toy(cfg: ToyConfig, progress: bool = True, callback=None) -> dict:
         x0 = sample_toy(cfg.dataset, cfg.batch_size, data_rng).astype(dtype)        # (B, 2)
         draws = objective.draw(noise_rng, x0, k)
         losses.append(stepper.step(x0, draws, lr_at(cfg, k), objective.levels(k)[1] if objective.uses_target else None))
-        ema = ema_update(ema, stepper.params(), cfg.ema_decay)
+        # EMA warm-up (as in the lessons): early on, do not average in the random initial weights
+        ema = ema_update(ema, stepper.params(), min(cfg.ema_decay, (1 + k) / (10 + k)))
         if callback is not None:
             callback(k, losses[-1])
         if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:

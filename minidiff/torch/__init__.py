@@ -5,5 +5,6 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("minidiff.torch needs PyTorch: pip install 'minidiff[torch]' (see the README)") from e
 
 from .mlp import TorchMLP
+from .unet import UNet, UNetConfig
 
-__all__ = ["TorchMLP"]
+__all__ = ["TorchMLP", "UNet", "UNetConfig"]

@@ -1,0 +1,270 @@
+"""A small U-Net for images: the eps-model of DDPM and, wrapped by ``minidiff.edm.precondition``,
+the raw network F of an EDM denoiser.
+
+The architecture of DDPM (Ho et al. 2020, Appendix B) as refined by "Diffusion Models Beat GANs"
+(Dhariwal & Nichol 2021): residual blocks with GroupNorm and SiLU, the time embedding injected as
+a per-channel scale and shift, multi-head self-attention at chosen resolutions, an optional class
+embedding added to the time embedding (with a null class for classifier-free guidance).
+
+    cfg = UNetConfig(in_channels=1, image_size=28, channel_mults=(1, 2, 2), attention_resolutions=(7,))
+    net = UNet(cfg); print(net.summary())
+    eps = net(x, t)                       # x: (B, 1, 28, 28), t: (B,) -> (B, 1, 28, 28)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..nn.mlp import sinusoidal_embedding
+
+
+@dataclasses.dataclass
+class UNetConfig:
+    in_channels: int = 1
+    out_channels: int | None = None            # None: the same as in_channels
+    image_size: int = 28
+    base_channels: int = 32
+    channel_mults: tuple = (1, 2, 2)           # one entry per resolution: 28 -> 14 -> 7
+    num_res_blocks: int = 2                    # residual blocks per resolution on the way down
+    attention_resolutions: tuple = (7,)        # the resolutions (in pixels) that get self-attention
+    num_heads: int = 4
+    dropout: float = 0.1
+    num_classes: int | None = None             # None: unconditional
+    time_embedding: str = "sinusoidal"         # 'sinusoidal' (DDPM) or 'fourier' (random features, NCSN++)
+    fourier_scale: float = 16.0                # std of the random Fourier frequencies
+    groups: int = 8                            # GroupNorm groups
+
+    def __post_init__(self):
+        if self.out_channels is None:
+            self.out_channels = self.in_channels
+        self.channel_mults = tuple(self.channel_mults)
+        self.attention_resolutions = tuple(self.attention_resolutions)
+        for name in ("in_channels", "out_channels", "image_size", "base_channels", "num_res_blocks",
+                     "num_heads", "groups"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not self.channel_mults or any(not isinstance(m, int) or m < 1 for m in self.channel_mults):
+            raise ValueError(f"channel_mults must be a non-empty tuple of integers >= 1, got {self.channel_mults!r}")
+        factor = 2 ** (len(self.channel_mults) - 1)
+        if self.image_size % factor:
+            raise ValueError(f"image_size must be divisible by 2^(len(channel_mults) - 1) = {factor} "
+                             f"(one halving per extra level), got {self.image_size}")
+        bad = sorted(set(self.attention_resolutions) - set(self.resolutions))
+        if bad:
+            raise ValueError(f"attention_resolutions {bad} are not among this U-Net's resolutions {self.resolutions}")
+        for res, m in zip(self.resolutions, self.channel_mults):
+            ch = self.base_channels * m
+            if ch % self.groups:
+                raise ValueError(f"groups={self.groups} must divide every channel count, not {ch}")
+            if res in self.attention_resolutions and ch % self.num_heads:
+                raise ValueError(f"num_heads={self.num_heads} must divide the channels ({ch}) where attention runs")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):
+            raise ValueError(f"num_classes must be None or an integer >= 1, got {self.num_classes!r}")
+        if self.time_embedding not in ("sinusoidal", "fourier"):
+            raise ValueError(f"time_embedding must be 'sinusoidal' or 'fourier', got {self.time_embedding!r}")
+        if self.base_channels % 2:
+            raise ValueError(f"base_channels must be even (it is the time embedding's size), got {self.base_channels}")
+
+    @property
+    def resolutions(self) -> tuple:
+        return tuple(self.image_size // 2 ** i for i in range(len(self.channel_mults)))
+
+
+def _near_zero_(module: nn.Module, scale: float = 1e-5) -> nn.Module:
+    """Start a residual branch almost at zero so each block begins as the identity (as EDM's
+    init_weight=1e-5); not exactly zero, so that gradients reach every weight from step one."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(scale)
+    return module
+
+
+class FourierEmbedding(nn.Module):
+    """Random Fourier features [cos(2 pi t w), sin(2 pi t w)], w ~ N(0, scale^2), fixed (NCSN++)."""
+
+    def __init__(self, dim: int, scale: float):
+        super().__init__()
+        self.register_buffer("freqs", torch.randn(dim // 2) * scale)
+
+    def forward(self, t):  # (B,) -> (B, dim)
+        angles = 2 * math.pi * t.to(self.freqs.dtype)[:, None] * self.freqs[None, :]
+        return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv, then the embedding as scale and shift of the second GroupNorm
+    (Dhariwal & Nichol 2021, "AdaGN"), SiLU -> dropout -> conv, plus the (1x1-projected) input."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _near_zero_(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x, emb):  # x: (B, in_ch, H, W), emb: (B, emb_dim) -> (B, out_ch, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out_ch, 1, 1) each
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H*W positions, pre-GroupNorm, residual."""
+
+    def __init__(self, ch: int, num_heads: int, groups: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(groups, ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = _near_zero_(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x):  # (B, C, H, W) -> (B, C, H, W)
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)        # (B, nh, HW, hs) each
+        h = F.scaled_dot_product_attention(q, k, v)      # softmax(q k^T / sqrt(hs)) v: (B, nh, HW, hs)
+        return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class Stage(nn.Module):
+    """One residual block, followed by self-attention at the chosen resolutions."""
+
+    def __init__(self, in_ch, out_ch, cfg: UNetConfig, emb_dim: int, attention: bool):
+        super().__init__()
+        self.res = ResBlock(in_ch, out_ch, emb_dim, cfg.dropout, cfg.groups)
+        self.attn = Attention(out_ch, cfg.num_heads, cfg.groups) if attention else None
+
+    def forward(self, x, emb):
+        h = self.res(x, emb)
+        return self.attn(h) if self.attn is not None else h
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x, emb=None):  # (B, C, H, W) -> (B, C, H/2, W/2)
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x):  # (B, C, H, W) -> (B, C, 2H, 2W)
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """eps_theta(x, t) (or F(c_in x, c_noise) inside an EDM denoiser), optionally class-conditional.
+
+    forward(x (B, C, H, W), t (B,) int or float, class_labels (B,) int64 or None) -> (B, out_channels, H, W).
+    With num_classes set, label ``num_classes`` (``self.null_class``) means "no class", for
+    classifier-free guidance."""
+
+    def __init__(self, config: UNetConfig | None = None, verbose: bool = False):
+        super().__init__()
+        cfg = self.config = config if config is not None else UNetConfig()
+        ch = cfg.base_channels
+        emb_dim = 4 * ch
+        self.fourier = FourierEmbedding(ch, cfg.fourier_scale) if cfg.time_embedding == "fourier" else None
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.null_class = cfg.num_classes
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes is not None else None
+        self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+
+        # The way down: every layer's output is kept for a skip connection on the way up.
+        self.down, skip_chs, res = nn.ModuleList(), [ch], cfg.image_size
+        for level, mult in enumerate(cfg.channel_mults):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(Stage(ch, cfg.base_channels * mult, cfg, emb_dim, res in cfg.attention_resolutions))
+                ch = cfg.base_channels * mult
+                skip_chs.append(ch)
+            if level < len(cfg.channel_mults) - 1:
+                self.down.append(Downsample(ch))
+                res //= 2
+                skip_chs.append(ch)
+        self.mid = nn.ModuleList([Stage(ch, ch, cfg, emb_dim, res in cfg.attention_resolutions),
+                                  Stage(ch, ch, cfg, emb_dim, False)])
+        # The way up: one more block per level than on the way down, each fed a skip connection.
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mults))):
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(Stage(ch + skip_chs.pop(), cfg.base_channels * mult, cfg, emb_dim,
+                                     res in cfg.attention_resolutions))
+                ch = cfg.base_channels * mult
+            if level > 0:
+                self.up.append(Upsample(ch))
+                res *= 2
+        self.out = nn.Sequential(nn.GroupNorm(cfg.groups, ch), nn.SiLU(),
+                                 _near_zero_(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
+        if verbose:
+            print(self.summary())
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def summary(self) -> str:
+        c = self.config
+        chans = "/".join(str(c.base_channels * m) for m in c.channel_mults)
+        attn = ",".join(map(str, c.attention_resolutions)) or "none"
+        cond = f"{c.num_classes} classes (+ null)" if c.num_classes is not None else "unconditional"
+        return (f"UNet {c.in_channels}x{c.image_size}x{c.image_size} -> {c.out_channels} channels | "
+                f"channels {chans} | {c.num_res_blocks} res blocks/level | attention at {attn} | "
+                f"{c.time_embedding} time embedding | {cond} | {self.num_parameters():,} parameters")
+
+    def _embedding(self, t, class_labels, B: int, device, dtype):
+        t = torch.as_tensor(t, device=device)
+        if t.ndim == 0:
+            t = t.expand(B)
+        if t.shape != (B,):
+            raise ValueError(f"t must have shape (B,) = ({B},) or be a scalar, got {tuple(t.shape)}")
+        ch = self.config.base_channels
+        e = self.fourier(t) if self.fourier is not None else sinusoidal_embedding(t, ch)
+        emb = self.time_mlp(e.to(dtype))                                   # (B, 4 ch)
+        if self.class_emb is None:
+            if class_labels is not None:
+                raise ValueError("class_labels were given but this U-Net is unconditional (num_classes=None)")
+            return emb
+        if class_labels is None:
+            raise ValueError(f"class_labels are required: this U-Net has num_classes={self.config.num_classes}; "
+                             f"pass label {self.null_class} (self.null_class) for 'no class'")
+        y = torch.as_tensor(class_labels, device=device)
+        if y.shape != (B,) or y.is_floating_point() or y.min() < 0 or y.max() > self.null_class:
+            raise ValueError(f"class_labels must be integers in [0, {self.null_class}] of shape ({B},), "
+                             f"got shape {tuple(y.shape)}")
+        return emb + self.class_emb(y.long())                              # (B, 4 ch)
+
+    def forward(self, x, t, class_labels=None):
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"x must have shape (B, {cfg.in_channels}, H, W) (in_channels={cfg.in_channels}), "
+                             f"got {tuple(x.shape)}")
+        if tuple(x.shape[2:]) != (cfg.image_size, cfg.image_size):
+            raise ValueError(f"x must be {cfg.image_size}x{cfg.image_size} (image_size), got "
+                             f"{x.shape[2]}x{x.shape[3]}")
+        emb = self._embedding(t, class_labels, x.shape[0], x.device, x.dtype)  # (B, 4 ch)
+        h = self.stem(x)                                                       # (B, ch, H, W)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, emb)
+            skips.append(h)
+        for layer in self.mid:
+            h = layer(h, emb)                                                  # (B, ch * mults[-1], H / 2^L, ...)
+        for layer in self.up:
+            h = layer(h) if isinstance(layer, Upsample) else layer(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h)                                                     # (B, out_channels, H, W)
