@@ -3,7 +3,7 @@ in Heun), gradients, seeding and the argument errors.  Tiny configurations only:
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from minidiff import edm, samplers, schedules  # noqa: E402
 from minidiff.torch.unet import UNet, UNetConfig  # noqa: E402
