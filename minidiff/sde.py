@@ -231,14 +231,10 @@ def _check_steps(n_steps, eps):
 
 
 def _checked(score_model, step):
-    def wrapped(x, t, **kw):
-        out = score_model(x, t, **kw)
-        if tuple(out.shape) != tuple(x.shape):
-            raise ValueError(f"score model output at step {step[0]} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
-        if not namespace(out).all_finite(out):
-            raise ValueError(f"score model returned non-finite values (NaN or inf) at step {step[0]}")
-        return out
-    return wrapped
+    """The score model with its output checked (shape, finite values) at step ``step[0]``."""
+    from .samplers import _checked_model_output
+
+    return lambda x, t, **kw: _checked_model_output(score_model, x, t, step[0], **kw)
 
 
 def pc_sample(sde, score_model, x_T, n_steps: int, randn_like, predictor: str = "reverse_diffusion",
