@@ -16,7 +16,7 @@ import numpy as np
 from minidiff import _checks
 from minidiff.backend import namespace
 from minidiff.data.toy2d import _mixture_terms
-from minidiff.metrics import _check_pair, _pairwise_sq_dists
+from minidiff.metrics import _check_pair, _pairwise_sq_dists, _quantiles
 
 
 def sliced_wasserstein(x, y, n_projections: int = 256, seed: int = 0, p: int = 2) -> float:

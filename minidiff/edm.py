@@ -184,10 +184,14 @@ def get_scheme(name: str) -> Scheme:
     return SCHEMES[name]
 
 
-def precondition(raw_net, scheme: str = "edm"):
+def precondition(raw_net, scheme: str = "edm", **coefficient_kwargs):
     """The denoiser D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) (EDM eq. 7) around a raw
-    network F(x, c_noise); works on both backends.  x: (B, ...), sigma: (B,) -> (B, ...)."""
-    coefficients = get_scheme(scheme).preconditioning
+    network F(x, c_noise); works on both backends.  x: (B, ...), sigma: (B,) -> (B, ...).
+    ``coefficient_kwargs`` go to the scheme's preconditioning (e.g. sigma_data for 'edm')."""
+    scheme_coefficients = get_scheme(scheme).preconditioning
+
+    def coefficients(sigma):
+        return scheme_coefficients(sigma, **coefficient_kwargs)
 
     def D(x, sigma, **kwargs):
         xp = namespace(x)

@@ -68,7 +68,7 @@ LESSONS = {
     for lesson in (
         Lesson("00", "00_toy_data_metrics", "Toy data and two-sample metrics",
                _COMMON_IMPORTS + ("from minidiff.data.toy2d import _mixture_terms",
-                                  "from minidiff.metrics import _check_pair, _pairwise_sq_dists"),
+                                  "from minidiff.metrics import _check_pair, _pairwise_sq_dists, _quantiles"),
                (Exercise("sliced_wasserstein", "minidiff.metrics",
                          "project both clouds on random unit directions, sort each projection, "
                          "average |difference|^p over points and directions, then take the 1/p power"),

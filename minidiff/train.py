@@ -94,8 +94,9 @@ def raw_to_model(net, config: dict):
     if method == "ddpm":
         return net
     if method == "edm":
-        scale = NOISE_SCALE[config.get("scheme", "edm")]
-        return edm.precondition(lambda x, c, **kw: net(x, scale * c, **kw), config.get("scheme", "edm"))
+        scheme = config.get("scheme", "edm")
+        extra = {"sigma_data": config.get("sigma_data", 0.5)} if scheme == "edm" else {}
+        return edm.precondition(lambda x, c, **kw: net(x, NOISE_SCALE[scheme] * c, **kw), scheme, **extra)
     return cm.consistency_function(lambda x, c, **kw: net(x, CM_NOISE_SCALE * c, **kw),
                                    config.get("sigma_data", 0.5))
 
@@ -119,7 +120,8 @@ class _Objective:
         if cfg.method == "edm":
             scheme = edm.get_scheme(cfg.scheme)
             sigma = scheme.training_sigma(rng, B)
-            return {"sigma": sigma.astype(x0.dtype), "noise": z, "weight": scheme.loss_weight(sigma).astype(x0.dtype)}
+            weight = scheme.loss_weight(sigma, cfg.sigma_data) if cfg.scheme == "edm" else scheme.loss_weight(sigma)
+            return {"sigma": sigma.astype(x0.dtype), "noise": z, "weight": weight.astype(x0.dtype)}
         N, _ = self.levels(k)
         b = cm.cm_boundaries(N)
         if cfg.method == "ict":
