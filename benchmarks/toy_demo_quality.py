@@ -52,7 +52,8 @@ def run(name: str, max_seconds: float, n_pairs: int, sample_seed: int, backend: 
     t2 = time.perf_counter()
     swd = sliced_wasserstein(x, sample_toy(name, N, FRESH_SEED))
     # The same samples against the floor's data sets too: how much of the number is the
-    # particular fresh set (not part of the pass/fail rule, only a spread).
+    # particular fresh set.  The pass rule compares like with like: the floor is a mean over
+    # data-vs-data pairs, so the model's distance is the mean over fresh sets too.
     swd_spread = [sliced_wasserstein(x, sample_toy(name, N, FLOOR_SEED0 + i)) for i in range(2 * n_pairs)]
     floor_mean = float(np.mean(floors))
     return {
@@ -70,8 +71,9 @@ def run(name: str, max_seconds: float, n_pairs: int, sample_seed: int, backend: 
         "model_swd": round(swd, 5),
         "model_swd_vs_other_fresh_sets_mean": round(float(np.mean(swd_spread)), 5),
         "model_swd_vs_other_fresh_sets_max": round(float(np.max(swd_spread)), 5),
-        "ratio": round(swd / floor_mean, 3),
-        "pass": bool(swd <= TOLERANCE * floor_mean),
+        "ratio_single_fresh_set": round(swd / floor_mean, 3),
+        "ratio": round(float(np.mean(swd_spread)) / floor_mean, 3),
+        "pass": bool(np.mean(swd_spread) <= TOLERANCE * floor_mean),
     }
 
 
@@ -98,13 +100,15 @@ def main(argv=None):
         print(f"  {name}: {row['train_steps_done']} steps in {row['train_seconds']} s, "
               f"sampling {row['sample_seconds']} s", file=sys.stderr, flush=True)
 
-    header = f"{'dataset':<12} {'steps':>6} {'train s':>8} {'floor SWD':>18} {'model SWD':>10} {'ratio':>6} {'pass (<=1.5)':>12}"
+    header = (f"{'dataset':<12} {'steps':>6} {'train s':>8} {'floor SWD':>18} {'model SWD (1 set / mean of 20)':>32} "
+              f"{'ratio':>6} {'pass (<=1.5)':>12}")
     print(header)
     print("-" * len(header))
     for r in rows:
         fl = f"{r['floor_swd_mean']:.4f} +- {r['floor_swd_std']:.4f}"
         print(f"{r['dataset']:<12} {r['train_steps_done']:>6} {r['train_seconds']:>8.1f} {fl:>18} "
-              f"{r['model_swd']:>10.4f} {r['ratio']:>6.2f} {str(r['pass']):>12}")
+              f"{r['model_swd']:>14.4f} / {r['model_swd_vs_other_fresh_sets_mean']:.4f}      {r['ratio']:>6.2f} "
+              f"{str(r['pass']):>12}")
 
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     defaults = dataclasses.asdict(ToyConfig())

@@ -39,7 +39,7 @@ class ToyConfig:
     dataset: str = "swiss_roll"
     method: str = "ddpm"
     target: str = "eps"
-    steps: int = 5000
+    steps: int = 8000
     batch_size: int = 512
     lr: float = 2e-3
     T: int = 1000
@@ -80,11 +80,16 @@ class ToyConfig:
         return self
 
 
-def lr_at(cfg: ToyConfig, k: int) -> float:
-    """Linear warm-up over 100 steps, then cosine decay to 2 % of ``lr`` at step ``cfg.steps``."""
+def lr_at(cfg: ToyConfig, k: int, elapsed: float = 0.0) -> float:
+    """Linear warm-up over 100 steps, then cosine decay to 2 % of ``lr`` over whichever budget
+    runs out first: ``cfg.steps`` steps or ``cfg.max_seconds`` of training (so that a run cut
+    short by the clock still ends with a small learning rate)."""
     warm = min(1.0, (k + 1) / 100)
+    progress = min(k, cfg.steps) / cfg.steps
+    if cfg.max_seconds:
+        progress = max(progress, min(1.0, elapsed / cfg.max_seconds))
     # a python float: a NumPy float64 scalar lr would promote float32 parameters to float64 in adam_update
-    return float(cfg.lr * warm * (0.51 + 0.49 * np.cos(np.pi * min(k, cfg.steps) / cfg.steps)))
+    return float(cfg.lr * warm * (0.51 + 0.49 * np.cos(np.pi * progress)))
 
 
 def raw_to_model(net, config: dict):
@@ -185,7 +190,8 @@ def train_toy(cfg: ToyConfig, progress: bool = True, callback=None) -> dict:
     for k in steps:
         x0 = sample_toy(cfg.dataset, cfg.batch_size, data_rng).astype(dtype)        # (B, 2)
         draws = objective.draw(noise_rng, x0, k)
-        losses.append(stepper.step(x0, draws, lr_at(cfg, k), objective.levels(k)[1] if objective.uses_target else None))
+        lr = lr_at(cfg, k, time.perf_counter() - start)
+        losses.append(stepper.step(x0, draws, lr, objective.levels(k)[1] if objective.uses_target else None))
         # EMA warm-up (as in the lessons): early on, do not average in the random initial weights
         ema = ema_update(ema, stepper.params(), min(cfg.ema_decay, (1 + k) / (10 + k)))
         if callback is not None:
