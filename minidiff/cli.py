@@ -120,7 +120,7 @@ def cmd_sample(args):
 
     params, ema, state = load_toy_checkpoint(args.ckpt)
     out = Path(args.out) if args.out else Path(args.ckpt if Path(args.ckpt).is_dir() else Path(args.ckpt).parent)
-    kwargs = {}
+    kwargs = {"taus": args.tau} if args.tau else {}
     if args.sampler == "stochastic":
         kwargs = dict(S_churn=args.churn, S_tmin=args.s_tmin, S_tmax=args.s_tmax, S_noise=args.s_noise)
     _sample_and_report(params if args.no_ema else ema, state["config"], out, args.n, args.seed, args.backend,
@@ -174,6 +174,8 @@ def build_parser():
     p.add_argument("--s-tmin", type=float, default=0.0, help="stochastic: S_tmin")
     p.add_argument("--s-tmax", type=float, default=float("inf"), help="stochastic: S_tmax")
     p.add_argument("--s-noise", type=float, default=1.0, help="stochastic: S_noise")
+    p.add_argument("--tau", type=float, nargs="+", default=None,
+                   help="consistency: the steps - 1 intermediate noise levels (default: Karras steps)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif")
     p.add_argument("--out", default=None, help="output folder (default: the checkpoint's)")

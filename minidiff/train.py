@@ -286,7 +286,8 @@ def sample_from_params(params, config: dict, n: int, seed: int = 0, backend: str
     Samplers: for 'ddpm' models 'ddpm' (ancestral, T steps), 'ddim' (``steps``, ``eta``) and the
     EDM samplers 'euler' / 'heun' through the eps-to-denoiser converter; for 'edm' models
     'heun', 'euler' and 'stochastic' (``sampler_kwargs``: S_churn, S_tmin, S_tmax, S_noise) on
-    Karras steps; for consistency models 'consistency' with ``steps`` evaluations (CM Algorithm 1)."""
+    Karras steps; for consistency models 'consistency' with ``steps`` evaluations (CM Algorithm 1;
+    ``taus`` sets its steps - 1 intermediate noise levels)."""
     n = _checks.positive_int("n", n)
     method = config.get("method", "ddpm")
     d_sampler, d_steps = default_sampler(config)
@@ -326,8 +327,12 @@ def _run_sampler(model, config, sampler, steps, eta, z, rng, callback, progress,
     elif method == "edm":
         sigmas = edm.karras_sigmas(steps)
         D = model
-    else:
-        taus = edm.karras_sigmas(steps + 1)[1:-1] if steps > 1 else []
+    else:  # CM Algorithm 1; the intermediate noise levels default to Karras steps (CM tunes them by search)
+        taus = kwargs.get("taus")
+        if taus is None:
+            taus = edm.karras_sigmas(steps + 1)[1:-1] if steps > 1 else []
+        elif len(taus) != steps - 1:
+            raise ValueError(f"taus must hold steps - 1 = {steps - 1} noise levels, got {len(taus)}")
         return cm.consistency_sample(model, 80.0 * z, taus, rng.randn_like, callback=callback)
     x = float(sigmas[0]) * z
     if sampler == "euler":

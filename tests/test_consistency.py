@@ -356,3 +356,16 @@ def test_bad_taus(taus, match):
     with pytest.raises(ValueError, match=match):
         cm.consistency_sample(f, np.zeros((2, 2)), taus, np.zeros_like, T=T, eps=EPS)
     assert calls == []         # checked before any model evaluation
+
+
+def test_consistency_sampling_takes_chosen_noise_levels():
+    from minidiff.train import ToyConfig, sample_from_params, train_toy
+
+    run = train_toy(ToyConfig(dataset="8gaussians", method="ict", steps=3, batch_size=16), progress=False)
+    a = sample_from_params(run["ema"], run["config"], 8, seed=1, sampler="consistency", steps=2, taus=[0.5])
+    b = sample_from_params(run["ema"], run["config"], 8, seed=1, sampler="consistency", steps=2, taus=[0.5])
+    c = sample_from_params(run["ema"], run["config"], 8, seed=1, sampler="consistency", steps=2, taus=[2.0])
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    with pytest.raises(ValueError, match="taus"):
+        sample_from_params(run["ema"], run["config"], 8, sampler="consistency", steps=3, taus=[0.5])
