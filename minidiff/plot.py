@@ -23,13 +23,8 @@ def _interactive() -> bool:
         return False
 
 
-def scatter(points, ax=None, title=None, lim=3.0, s=1.0, color="C0", alpha=0.5):
-    """Scatter a (N, 2) point cloud on square axes [-lim, lim]^2."""
-    plt = _plt()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4, 4))
-    pts = np.asarray(points)
-    ax.scatter(pts[:, 0], pts[:, 1], s=s, c=color, alpha=alpha, linewidths=0)
+def _square(ax, lim, title=None):
+    """Square axes [-lim, lim]^2 without ticks, with an optional title."""
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
@@ -38,6 +33,16 @@ def scatter(points, ax=None, title=None, lim=3.0, s=1.0, color="C0", alpha=0.5):
     if title:
         ax.set_title(title)
     return ax
+
+
+def scatter(points, ax=None, title=None, lim=3.0, s=1.0, color="C0", alpha=0.5):
+    """Scatter a (N, 2) point cloud on square axes [-lim, lim]^2."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    pts = np.asarray(points)
+    ax.scatter(pts[:, 0], pts[:, 1], s=s, c=color, alpha=alpha, linewidths=0)
+    return _square(ax, lim, title)
 
 
 def compare(samples, data, path=None, titles=("data", "samples"), lim=3.0):
@@ -129,11 +134,4 @@ def vector_field(fn, ax=None, lim=3.0, n=21, title=None, normalise=True, color="
         v = 0.8 * step * v                                        # arrows 0.8 grid cells long
     ax.quiver(pts[:, 0], pts[:, 1], v[:, 0], v[:, 1], color=color, alpha=0.7, pivot="mid",
               angles="xy", scale_units="xy", scale=1.0 if normalise else None, width=0.005)
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title)
-    return ax
+    return _square(ax, lim, title)
