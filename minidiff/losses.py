@@ -22,10 +22,3 @@ def ddpm_loss(model, x0, t, noise, alpha_bar, target: str = "eps", **model_kwarg
     return xp.mean(xp.square(prediction - target_of(target, x0, noise, t, alpha_bar)))
     # END SOLUTION
 
-
-def draw_ddpm_inputs(rng, x0, T: int):
-    """The randomness of one L_simple step: t ~ Uniform{0..T-1} and eps ~ N(0, I), as arrays like x0."""
-    xp = namespace(x0)
-    t = rng.randint(0, T, (x0.shape[0],))
-    noise = xp.asarray(rng.randn(tuple(x0.shape)), like=x0)
-    return t, noise
