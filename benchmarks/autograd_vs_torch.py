@@ -36,7 +36,7 @@ import torch
 
 from minidiff.data.toy2d import sample_toy
 from minidiff.nn import init_mlp
-from minidiff.train import ToyConfig, _NumpyStepper, _Objective, _TorchStepper
+from minidiff.train import ToyConfig, _NumpyStepper, Objective, _TorchStepper
 
 # ``float(loss)`` in _TorchStepper reads a tensor that requires grad; harmless here.
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
@@ -60,7 +60,7 @@ def _steppers(c):
     cfg = ToyConfig(batch_size=c["batch_size"], hidden=c["hidden"], depth=c["depth"], t_dim=c["t_dim"],
                     dtype="float32")
     init = init_mlp(np.random.default_rng(0), 2, cfg.hidden, cfg.depth, cfg.t_dim, dtype=np.float32)
-    objective = _Objective(cfg)
+    objective = Objective(cfg)
     np_stepper, th_stepper = _NumpyStepper(cfg, init, objective), _TorchStepper(cfg, init, objective)
 
     def np_step(x0, t, noise, lr):

@@ -1,5 +1,7 @@
-"""Checkpoints for the 2-D models: arrays in a NumPy ``.npz`` (loaded with allow_pickle=False)
-plus a JSON of the config and step, each written atomically (temp file, then os.replace)."""
+"""Checkpoints.  2-D models: arrays in a NumPy ``.npz`` (loaded with allow_pickle=False) plus a
+JSON of the config and step.  Image models: one safetensors file holding the weights, the EMA,
+the optimiser state and a JSON state in its metadata, with a sha256 over all of it.  Every file
+is written atomically (temp file, fsync, then os.replace); nothing is ever unpickled."""
 from __future__ import annotations
 
 import json
@@ -69,3 +71,78 @@ def load_toy_checkpoint(folder):
         fmt = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{state_path} is not a minidiff 2-D checkpoint (format={fmt!r})")
     return _unflatten("params", arrays), _unflatten("ema", arrays), state
+
+
+# ----------------------------------------------------------------------------------------------
+# Image-model checkpoints (PyTorch backend): one safetensors file, so one atomic write.
+
+IMAGE_FORMAT = "minidiff-images-v1"
+IMAGE_FILE = "checkpoint.safetensors"
+
+
+def _digest(tensors: dict, state: str) -> str:
+    """sha256 over the state JSON and every tensor's name, dtype, shape and bytes (in name order):
+    a changed byte anywhere fails the check."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256(state.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _image_path(path) -> Path:
+    path = Path(path)
+    return path / IMAGE_FILE if path.suffix != ".safetensors" else path
+
+
+def is_image_checkpoint(path) -> bool:
+    return _image_path(path).exists()
+
+
+def save_image_checkpoint(path, tensors: dict, state: dict) -> Path:
+    """Write ``tensors`` (name -> torch tensor) and ``state`` (a JSON-able dict: step, config,
+    RNG scheme, optimiser hyper-parameters) into ONE safetensors file, atomically (temp file,
+    fsync, os.replace), so a kill at any moment leaves the previous checkpoint intact.  The state
+    also goes to ``state.json`` beside it, for people (loading reads only the safetensors file).
+    ``path``: a folder (the file is ``checkpoint.safetensors`` in it) or a ``.safetensors`` file."""
+    from safetensors.torch import save
+
+    file = _image_path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    text = json.dumps(state)
+    meta = {"format": IMAGE_FORMAT, "state": text, "sha256": _digest(tensors, text)}
+    blob = save(tensors, metadata=meta)
+    _atomic_write(file, lambda f: f.write(blob))
+    _atomic_write(file.parent / "state.json", lambda f: f.write(json.dumps(state, indent=2).encode()))
+    return file
+
+
+def load_image_checkpoint(path, device="cpu"):
+    """Read a file written by ``save_image_checkpoint``: (tensors dict, state dict).  Never
+    unpickles; a truncated file, a changed byte or another format raises ValueError."""
+    from safetensors import safe_open
+
+    file = _image_path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"no image checkpoint at {file} (written by `minidiff train --backend torch "
+                                "--dataset ...`)")
+    try:
+        with safe_open(str(file), framework="pt", device=str(device)) as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error type for a bad header or short file
+        raise ValueError(f"checkpoint {file} is unreadable (truncated or tampered?): {e}") from e
+    if meta.get("format") != IMAGE_FORMAT:
+        raise ValueError(f"{file} is not a minidiff image checkpoint (format={meta.get('format')!r})")
+    if _digest(tensors, meta.get("state", "")) != meta.get("sha256"):
+        raise ValueError(f"checkpoint {file} fails its sha256 check: the file was changed after it was written")
+    try:
+        state = json.loads(meta["state"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"checkpoint {file} has no readable state: {e}") from e
+    return tensors, state

@@ -1,4 +1,4 @@
-"""The `minidiff` command: demo, train, sample, check."""
+"""The `minidiff` command: demo, train, sample, eval, check."""
 from __future__ import annotations
 
 import argparse
@@ -12,19 +12,23 @@ import numpy as np
 
 
 def _add_train_args(p, defaults):
+    from .data.images import DATASETS as IMAGE_DATASETS
     from .data.toy2d import DATASETS
     from .train import METHODS
 
-    p.add_argument("--dataset", default=defaults.dataset, choices=sorted(DATASETS), help="2-D dataset")
-    p.add_argument("--method", default=defaults.method, choices=METHODS, help="training method")
+    p.add_argument("--dataset", default=defaults.dataset, choices=sorted(DATASETS) + list(IMAGE_DATASETS),
+                   help="a 2-D dataset, or an image dataset (needs --backend torch)")
+    p.add_argument("--method", default=None, choices=METHODS, help="training method (default: ddpm for 2-D "
+                   "data, edm for images)")
     p.add_argument("--target", default=defaults.target, choices=("eps", "x0", "score", "v"),
-                   help="what the network predicts")
-    p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
+                   help="method ddpm: what the network predicts")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 8000 for 2-D data, the "
+                   "preset's for images)")
+    p.add_argument("--batch-size", type=int, default=None, help="(images: per process)")
+    p.add_argument("--lr", type=float, default=None)
     p.add_argument("--T", type=int, default=defaults.T, help="diffusion steps")
     p.add_argument("--schedule", default=defaults.schedule, choices=("linear", "cosine"))
-    p.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
+    p.add_argument("--max-seconds", type=float, default=None,
                    help="stop training after this many seconds (0: no limit)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--backend", default=defaults.backend, choices=("numpy", "torch"))
@@ -34,16 +38,48 @@ def _add_train_args(p, defaults):
     p.add_argument("--cm-N", type=int, default=defaults.cm_N, help="method cd: number of noise levels")
     p.add_argument("--metric", default=defaults.metric, choices=("l2", "l1", "pseudo_huber"),
                    help="methods cd, ct: the consistency distance")
-    p.add_argument("--out", default="runs/toy", help="output folder (checkpoint and plots)")
+    p.add_argument("--out", default=None, help="output folder (checkpoint and plots; default runs/toy or "
+                   "runs/<dataset>-<method>)")
+    g = p.add_argument_group("image models (--backend torch with an image dataset)")
+    g.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "gpu"),
+                   help="model size and schedule: cpu (minutes on a laptop), gpu (one GPU), tiny (tests)")
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    g.add_argument("--data-root", default="", help="folder with the dataset's files (default: its usual place)")
+    g.add_argument("--limit", type=int, default=0, help="train on the first LIMIT images only")
+    g.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
+    g.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints")
+    g.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0: never)")
+    g.add_argument("--warmup", type=int, default=None, help="learning-rate warm-up steps")
+    g.add_argument("--flip", action="store_true", help="random left-right flips")
+    g.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
+    g.add_argument("--image-size", type=int, default=None, help="dataset folder: resize to this size")
+    g.add_argument("--channels", type=int, default=None, choices=(1, 3), help="dataset folder: 1 grey, 3 RGB")
+    g.add_argument("--no-bf16", action="store_true", help="train in float32 on CUDA too")
+
+
+def _given(args, *names) -> dict:
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
 def _config_from(args):
     from .train import ToyConfig
 
-    return ToyConfig(dataset=args.dataset, method=args.method, target=args.target, steps=args.steps,
-                     batch_size=args.batch_size, lr=args.lr, T=args.T, schedule=args.schedule,
-                     max_seconds=args.max_seconds, seed=args.seed, backend=args.backend, scheme=args.scheme,
+    return ToyConfig(dataset=args.dataset, method=args.method or "ddpm", target=args.target,
+                     **_given(args, "steps", "batch_size", "lr", "max_seconds"),
+                     T=args.T, schedule=args.schedule, seed=args.seed, backend=args.backend, scheme=args.scheme,
                      teacher=args.teacher, cm_N=args.cm_N, metric=args.metric)
+
+
+def _image_config_from(args):
+    from .torch.train import ImageConfig
+
+    return ImageConfig.from_preset(
+        args.preset, dataset=args.dataset, method=args.method or "edm", target=args.target, T=args.T,
+        schedule=args.schedule, seed=args.seed, scheme=args.scheme, teacher=args.teacher, cm_N=args.cm_N,
+        metric=args.metric, data_root=args.data_root, limit=args.limit, flip=args.flip, compile=args.compile,
+        bf16=not args.no_bf16, unet={k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels))
+                                        if v is not None},
+        **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup"))
 
 
 def _train_and_save(cfg, out: Path):
@@ -110,23 +146,107 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
+    from .data.images import DATASETS as IMAGE_DATASETS
+
+    if args.dataset in IMAGE_DATASETS:
+        return _train_images(args)
     cfg = _config_from(args)
-    out = Path(args.out)
+    out = Path(args.out or "runs/toy")
     result = _train_and_save(cfg, out)
     if args.n:
         _sample_and_report(result["ema"], result["config"], out, args.n, args.seed, cfg.backend, gif=False)
     return 0
 
 
+def _train_images(args):
+    if args.backend != "torch":
+        raise ValueError(f"dataset {args.dataset!r} is an image dataset: image models train on the PyTorch "
+                         "backend, pass --backend torch")
+    from .torch.train import UNet, train_images
+
+    cfg = _image_config_from(args)
+    out = Path(args.out or f"runs/{args.dataset}-{cfg.method}")
+    if int(__import__("os").environ.get("RANK", 0)) == 0:
+        print(f"minidiff train: {cfg.method} on {cfg.dataset}, preset {args.preset}: {cfg.steps} steps of "
+              f"{cfg.batch_size} images | {UNet(cfg.unet).summary()}")
+    result = train_images(cfg, out, resume=args.resume, device=args.device)
+    if int(__import__("os").environ.get("RANK", 0)) == 0:
+        print(f"trained to step {result['steps']} ({result['images_per_second']:.0f} images/s, "
+              f"final loss {np.mean(result['losses'][-50:]) if result['losses'] else float('nan'):.4f}); "
+              f"checkpoint in {out}/")
+    return 0
+
+
+def _sample_images(args):
+    from .torch.train import model_from_checkpoint, sample_images
+    from .plot import save_image_grid
+
+    net, config = model_from_checkpoint(args.ckpt, device=_device(args), use_ema=not args.no_ema)
+    ckpt = Path(args.ckpt)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "grid.png"
+    if out.suffix.lower() != ".png":
+        out = out / "grid.png"
+    t0 = time.perf_counter()
+    n = args.n or 64
+    x = sample_images(net, config, n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                      batch_size=args.batch_size, eta=args.eta, progress=True, **_sampler_kwargs(args))
+    save_image_grid(x, out)
+    print(f"{n} samples in {time.perf_counter() - t0:.1f} s; grid in {out}")
+    return 0
+
+
+def _device(args):
+    from .torch.train import pick_device
+
+    return pick_device(args.device)
+
+
+def _sampler_kwargs(args) -> dict:
+    if args.sampler == "stochastic":
+        return dict(S_churn=args.churn, S_tmin=args.s_tmin, S_tmax=args.s_tmax, S_noise=args.s_noise)
+    return {"taus": args.tau} if args.tau else {}
+
+
+def cmd_eval(args):
+    import torch
+
+    from .checkpoint import is_image_checkpoint
+    from .torch.evaluate import evaluate_images
+    from .torch.train import model_from_checkpoint, sample_images
+
+    if not is_image_checkpoint(args.ckpt):
+        raise FileNotFoundError(f"no image checkpoint at {args.ckpt} (eval is for image models; "
+                                "`minidiff sample` reports 2-D models' distances)")
+    net, config = model_from_checkpoint(args.ckpt, device=_device(args), use_ema=not args.no_ema)
+    t0 = time.perf_counter()
+    x = sample_images(net, config, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                      batch_size=args.batch_size, eta=args.eta, progress=True, **_sampler_kwargs(args))
+    seconds = time.perf_counter() - t0
+    extra = {"inception_weights": args.inception_weights} if args.inception_weights else {}
+    report = evaluate_images(x, reference=config["dataset"], n_reference=args.n_reference, seed=args.seed,
+                             root=config.get("data_root") or None, **extra)
+    report.update({"checkpoint": str(args.ckpt), "sampler": args.sampler, "steps": args.steps,
+                   "sampling_seconds": seconds, "device": str(next(net.parameters()).device),
+                   "torch": torch.__version__})
+    ckpt = Path(args.ckpt)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"{report['feature']}: FD {report['fd']:.3f}, KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f} "
+          f"({report['n_samples']} samples vs {report['n_reference']} test images); report in {out}")
+    return 0
+
+
 def cmd_sample(args):
-    from .checkpoint import load_toy_checkpoint
+    from .checkpoint import is_image_checkpoint, load_toy_checkpoint
+
+    if is_image_checkpoint(args.ckpt):
+        return _sample_images(args)
 
     params, ema, state = load_toy_checkpoint(args.ckpt)
     out = Path(args.out) if args.out else Path(args.ckpt if Path(args.ckpt).is_dir() else Path(args.ckpt).parent)
-    kwargs = {"taus": args.tau} if args.tau else {}
-    if args.sampler == "stochastic":
-        kwargs = dict(S_churn=args.churn, S_tmin=args.s_tmin, S_tmax=args.s_tmax, S_noise=args.s_noise)
-    _sample_and_report(params if args.no_ema else ema, state["config"], out, args.n, args.seed, args.backend,
+    kwargs = _sampler_kwargs(args)
+    _sample_and_report(params if args.no_ema else ema, state["config"], out, args.n or 2000, args.seed, args.backend,
                        gif=args.gif, sampler=args.sampler, steps=args.steps, eta=args.eta, sampler_kwargs=kwargs)
     return 0
 
@@ -135,6 +255,30 @@ def cmd_check(args):
     from .check import run_check
 
     return run_check(args.lesson, impl=args.impl)
+
+
+def _add_sample_args(p, n_default):
+    p.add_argument("--ckpt", required=True, help="checkpoint folder (or its model.npz / checkpoint.safetensors)")
+    p.add_argument("--n", type=int, default=n_default, help="number of samples (default: 2000 for 2-D, "
+                   "64 for images)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="numpy", choices=("numpy", "torch"), help="2-D models: the backend")
+    p.add_argument("--sampler", default=None,
+                   choices=("ddpm", "ddim", "euler", "heun", "stochastic", "consistency"),
+                   help="default: heun for edm models, consistency for cd/ct/ict, ddpm (2-D) or ddim (images) "
+                        "for ddpm models")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (ddim, euler, heun, stochastic: N; consistency: evaluations)")
+    p.add_argument("--eta", type=float, default=0.0, help="ddim: 0 deterministic, 1 DDPM-like")
+    p.add_argument("--churn", type=float, default=0.0, help="stochastic: S_churn")
+    p.add_argument("--s-tmin", type=float, default=0.0, help="stochastic: S_tmin")
+    p.add_argument("--s-tmax", type=float, default=float("inf"), help="stochastic: S_tmax")
+    p.add_argument("--s-noise", type=float, default=1.0, help="stochastic: S_noise")
+    p.add_argument("--tau", type=float, nargs="+", default=None,
+                   help="consistency: the steps - 1 intermediate noise levels (default: Karras steps)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--batch-size", type=int, default=256, help="images: samples per batch")
+    p.add_argument("--device", default=None, help="images: cuda, mps or cpu (default: the first available)")
 
 
 def build_parser():
@@ -161,28 +305,25 @@ def build_parser():
     p.add_argument("--n", type=int, default=0, help="also draw this many samples and report metrics")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample from a trained 2-D model",
-                       description="Draw samples from a checkpoint written by `minidiff train`.")
-    p.add_argument("--ckpt", required=True, help="checkpoint folder (or its model.npz)")
-    p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="numpy", choices=("numpy", "torch"))
-    p.add_argument("--sampler", default=None,
-                   choices=("ddpm", "ddim", "euler", "heun", "stochastic", "consistency"),
-                   help="default: ddpm for ddpm models, heun for edm models, consistency otherwise")
-    p.add_argument("--steps", type=int, default=None,
-                   help="sampling steps (ddim, euler, heun, stochastic: N; consistency: evaluations)")
-    p.add_argument("--eta", type=float, default=0.0, help="ddim: 0 deterministic, 1 DDPM-like")
-    p.add_argument("--churn", type=float, default=0.0, help="stochastic: S_churn")
-    p.add_argument("--s-tmin", type=float, default=0.0, help="stochastic: S_tmin")
-    p.add_argument("--s-tmax", type=float, default=float("inf"), help="stochastic: S_tmax")
-    p.add_argument("--s-noise", type=float, default=1.0, help="stochastic: S_noise")
-    p.add_argument("--tau", type=float, nargs="+", default=None,
-                   help="consistency: the steps - 1 intermediate noise levels (default: Karras steps)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    p.add_argument("--gif", action="store_true", help="also write reverse.gif")
-    p.add_argument("--out", default=None, help="output folder (default: the checkpoint's)")
+    p = sub.add_parser("sample", help="sample from a trained model (2-D or image)",
+                       description="Draw samples from a checkpoint written by `minidiff train`: for a 2-D "
+                                   "model a plot and its distance to the data; for an image model a PNG grid.")
+    _add_sample_args(p, n_default=None)
+    p.add_argument("--gif", action="store_true", help="2-D: also write reverse.gif")
+    p.add_argument("--out", default=None, help="2-D: output folder (default: the checkpoint's); images: the PNG "
+                   "(default: grid.png beside the checkpoint)")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="FD and KID of an image model's samples against the test set",
+                       description="Sample --n images from an image checkpoint and report the Frechet distance "
+                                   "and KID on the features of minidiff's Fashion-MNIST classifier (not "
+                                   "Inception; pass --inception-weights to use yours). Writes eval.json.")
+    _add_sample_args(p, n_default=10000)
+    p.add_argument("--n-reference", type=int, default=10000, help="test images to compare with")
+    p.add_argument("--inception-weights", default=None,
+                   help="a local FID Inception weights file: report Inception FID as well (needs torch-fidelity)")
+    p.add_argument("--out", default=None, help="the JSON report (default: eval.json beside the checkpoint)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("check", help="check your exercises for lesson NN",
                        description="Run lesson NN's checks on lessons/NN_*.py and print one line per exercise.")
@@ -198,7 +339,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"minidiff {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -135,3 +135,35 @@ def vector_field(fn, ax=None, lim=3.0, n=21, title=None, normalise=True, color="
     ax.quiver(pts[:, 0], pts[:, 1], v[:, 0], v[:, 1], color=color, alpha=0.7, pivot="mid",
               angles="xy", scale_units="xy", scale=1.0 if normalise else None, width=0.005)
     return _square(ax, lim, title)
+
+
+def image_grid(images, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile images (N, C, H, W) - uint8, or floats in the model range [-1, 1] - into one
+    uint8 picture (rows, cols) for C = 1 or (rows, cols, 3) for C = 3, ``nrow`` per row."""
+    from .data.images import from_model_range
+
+    a = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if a.ndim != 4 or a.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, C, H, W) with C = 1 or 3, got {a.shape}")
+    if a.dtype != np.uint8:
+        a = from_model_range(a)
+    N, C, H, W = a.shape
+    nrow = nrow or int(np.ceil(np.sqrt(N)))
+    rows = int(np.ceil(N / nrow))
+    grid = np.full((C, rows * (H + pad) + pad, nrow * (W + pad) + pad), 255, np.uint8)
+    for i in range(N):
+        r, c = divmod(i, nrow)
+        grid[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = a[i]
+    return grid[0] if C == 1 else grid.transpose(1, 2, 0)
+
+
+def save_image_grid(images, path, nrow: int | None = None, scale: int = 2) -> Path:
+    """Write ``image_grid(images)`` as a PNG, each pixel repeated ``scale`` times."""
+    import matplotlib.image
+
+    g = image_grid(images, nrow)
+    g = np.repeat(np.repeat(g, scale, axis=0), scale, axis=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    matplotlib.image.imsave(path, g, cmap="gray" if g.ndim == 2 else None, vmin=0, vmax=255)
+    return path

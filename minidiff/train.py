@@ -106,8 +106,10 @@ def raw_to_model(net, config: dict):
                                    config.get("sigma_data", 0.5))
 
 
-class _Objective:
-    """One method's randomness and loss, written once for both backends."""
+class Objective:
+    """One method's randomness and loss, written once for both backends and for every model
+    (the 2-D MLPs here, the image U-Nets in ``minidiff.torch.train``).  ``cfg`` is any config
+    with this module's field names (method, target, T, schedule, scheme, sigma_data, cm_N, ...)."""
 
     def __init__(self, cfg: ToyConfig, teacher=None):
         self.cfg = cfg
@@ -116,17 +118,18 @@ class _Objective:
         self.teacher = teacher          # (params, config) of the CD teacher
         self.uses_target = cfg.method in ("cd", "ct")
 
-    def draw(self, rng, x0, k: int) -> dict:
-        """NumPy arrays of this step's randomness."""
-        cfg, B = self.cfg, x0.shape[0]
-        z = rng.randn(x0.shape).astype(x0.dtype)
+    def draw(self, rng, shape, k: int, dtype=np.float64, z=None) -> dict:
+        """This step's randomness for a batch of ``shape`` (B, ...): NumPy arrays from ``rng``
+        (a NumPy ``generator``), except the noise ``z`` when it is passed in (e.g. drawn on a GPU)."""
+        cfg, B = self.cfg, shape[0]
+        z = rng.randn(shape).astype(dtype) if z is None else z
         if cfg.method == "ddpm":
             return {"t": rng.randint(0, cfg.T, (B,)), "noise": z}
         if cfg.method == "edm":
             scheme = edm.get_scheme(cfg.scheme)
             sigma = scheme.training_sigma(rng, B)
             weight = scheme.loss_weight(sigma, cfg.sigma_data) if cfg.scheme == "edm" else scheme.loss_weight(sigma)
-            return {"sigma": sigma.astype(x0.dtype), "noise": z, "weight": weight.astype(x0.dtype)}
+            return {"sigma": sigma.astype(dtype), "noise": z, "weight": weight.astype(dtype)}
         N, _ = self.levels(k)
         b = cm.cm_boundaries(N)
         if cfg.method == "ict":
@@ -134,7 +137,7 @@ class _Objective:
             weight = cm.ict_weight(b, n)
         else:
             n, weight = rng.randint(0, N - 1, (B,)), np.ones(B)
-        return {"n": n, "z": z, "boundaries": b.astype(x0.dtype), "weight": weight.astype(x0.dtype)}
+        return {"n": n, "z": z, "boundaries": b.astype(dtype), "weight": weight.astype(dtype)}
 
     def levels(self, k: int):
         """(N, mu) at step k: fixed for CD, CM Appendix C for CT, iCT's doubling for iCT."""
@@ -175,7 +178,7 @@ def train_toy(cfg: ToyConfig, progress: bool = True, callback=None) -> dict:
                              f"{t_state['config'].get('method')!r}")
         teacher = (t_params, t_state["config"])
         init = [[np.asarray(W, dtype), np.asarray(b, dtype)] for W, b in t_params]  # CM: start from the teacher
-    objective = _Objective(cfg, teacher)
+    objective = Objective(cfg, teacher)
     stepper = (_NumpyStepper if cfg.backend == "numpy" else _TorchStepper)(cfg, init, objective)
     data_rng = np.random.default_rng(cfg.seed + 1)
     noise_rng = generator(cfg.seed + 2, backend="numpy")
@@ -189,7 +192,7 @@ def train_toy(cfg: ToyConfig, progress: bool = True, callback=None) -> dict:
     k = 0
     for k in steps:
         x0 = sample_toy(cfg.dataset, cfg.batch_size, data_rng).astype(dtype)        # (B, 2)
-        draws = objective.draw(noise_rng, x0, k)
+        draws = objective.draw(noise_rng, x0.shape, k, x0.dtype)
         lr = lr_at(cfg, k, time.perf_counter() - start)
         losses.append(stepper.step(x0, draws, lr, objective.levels(k)[1] if objective.uses_target else None))
         # EMA warm-up (as in the lessons): early on, do not average in the random initial weights
@@ -306,11 +309,14 @@ def sample_from_params(params, config: dict, n: int, seed: int = 0, backend: str
         z = rng.randn((n, 2), dtype=torch.float64)
     model = raw_to_model(net, config)
     with _no_grad(backend):
-        x0 = _run_sampler(model, config, sampler, steps, eta, z, rng, callback, progress, sampler_kwargs)
+        x0 = run_sampler(model, config, sampler, steps, eta, z, rng, callback, progress, sampler_kwargs)
     return x0 if backend == "numpy" else x0.detach().cpu().numpy()
 
 
-def _run_sampler(model, config, sampler, steps, eta, z, rng, callback, progress, kwargs):
+def run_sampler(model, config, sampler, steps, eta, z, rng, callback=None, progress=False, kwargs=None):
+    """Run ``sampler`` from the standard normal ``z`` (any shape) with the sampler-facing
+    ``model`` of a trained network (``raw_to_model``); shared by the 2-D and the image models."""
+    kwargs = kwargs or {}
     method = config.get("method", "ddpm")
     if method == "ddpm":
         betas = make_betas(config.get("schedule", "linear"), config["T"])

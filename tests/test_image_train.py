@@ -1,0 +1,227 @@
+"""The image trainer (minidiff.torch.train): every method trains, checkpoints resume exactly (also
+after kill -9), two gloo processes agree with one process on the doubled batch, bad input and
+damaged checkpoints give clear errors.  All on scikit-learn's 8x8 digits with the 'tiny' preset."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+pytest.importorskip("sklearn")
+
+from minidiff.checkpoint import load_image_checkpoint, save_image_checkpoint  # noqa: E402
+from minidiff.torch.train import (ImageConfig, batch_indices, model_from_checkpoint, sample_images,  # noqa: E402
+                                  train_images)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**kw):
+    return ImageConfig.from_preset("tiny", **{"dataset": "digits", "sample_every": 0, **kw})
+
+
+def weights(folder):
+    tensors, state = load_image_checkpoint(folder)
+    return tensors, state
+
+
+def cli(*args, env=None, **kw):
+    e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "minidiff.cli", *args], cwd=ROOT, env=e, capture_output=True,
+                          text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def edm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("edm")
+    result = train_images(tiny(steps=40, lr=2e-3), out, progress=False)
+    return out, result
+
+
+def test_edm_training_lowers_the_loss_and_writes_a_checkpoint(edm_run):
+    out, result = edm_run
+    assert result["steps"] == 40 and len(result["losses"]) == 40
+    assert np.mean(result["losses"][-8:]) < 0.85 * np.mean(result["losses"][:3])
+    tensors, state = weights(out)
+    assert state["step"] == 40 and state["config"]["method"] == "edm"
+    assert any(k.startswith("ema.") for k in tensors) and any(k.startswith("optim.") for k in tensors)
+    assert json.loads((out / "state.json").read_text())["step"] == 40      # the human-readable copy
+
+
+@pytest.mark.parametrize("method", ["ddpm", "ct", "ict"])
+def test_other_methods_train(tmp_path, method):
+    result = train_images(tiny(method=method, steps=4), tmp_path, progress=False)
+    assert result["steps"] == 4 and np.all(np.isfinite(result["losses"]))
+
+
+def test_consistency_distillation_from_an_edm_teacher(edm_run, tmp_path):
+    teacher, _ = edm_run
+    result = train_images(tiny(method="cd", teacher=str(teacher), steps=3), tmp_path, progress=False)
+    assert np.all(np.isfinite(result["losses"]))
+    tensors, _ = weights(tmp_path)
+    assert any(k.startswith("target.") for k in tensors)
+    net, config = model_from_checkpoint(tmp_path)
+    x = sample_images(net, config, 5, steps=2)
+    assert x.shape == (5, 1, 8, 8) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("sampler,steps", [("heun", 4), ("euler", 4), ("stochastic", 4)])
+def test_samplers_drive_the_unet(edm_run, sampler, steps):
+    out, _ = edm_run
+    net, config = model_from_checkpoint(out)
+    a = sample_images(net, config, 6, sampler=sampler, steps=steps, seed=1, batch_size=4)
+    b = sample_images(net, config, 6, sampler=sampler, steps=steps, seed=1, batch_size=4)
+    assert a.shape == (6, 1, 8, 8) and torch.isfinite(a).all()
+    assert torch.equal(a, b)                                             # same seed, same numbers
+
+
+def test_batches_walk_a_permutation_per_epoch():
+    seen = np.concatenate([batch_indices(100, 10, seed=3, k=k) for k in range(10)])
+    assert sorted(seen) == list(range(100))                              # epoch 0: every image once
+    assert not np.array_equal(batch_indices(100, 10, 3, 10), batch_indices(100, 10, 3, 0))
+
+
+@pytest.mark.parametrize("method", ["edm", "ct"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
+    kw = dict(method=method, steps=10, ckpt_every=3, unet=dict(dropout=0.1))   # dropout: its RNG must resume too
+    train_images(tiny(**kw), tmp_path / "a", progress=False)
+    train_images(tiny(**kw, max_seconds=1e-9), tmp_path / "b", progress=False)  # stops (and saves) after step 1
+    assert weights(tmp_path / "b")[1]["step"] == 1
+    train_images(tiny(**kw), tmp_path / "b", resume=True, progress=False, log=lambda *_: None)
+    a, _ = weights(tmp_path / "a")
+    b, state = weights(tmp_path / "b")
+    assert state["step"] == 10 and set(a) == set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+
+
+def test_kill_9_then_resume_ends_at_the_same_weights(tmp_path):
+    args = ["train", "--backend", "torch", "--dataset", "digits", "--preset", "tiny", "--steps", "60",
+            "--ckpt-every", "5", "--sample-every", "0", "--seed", "7"]
+    assert cli(*args, "--out", str(tmp_path / "straight")).returncode == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "minidiff.cli", *args, "--out", str(tmp_path / "killed")],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = tmp_path / "killed" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text() or "{}").get("step", 0) >= 15:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, state = weights(tmp_path / "killed")               # the last complete checkpoint, intact
+    assert 15 <= state["step"] < 60 and state["step"] % 5 == 0
+    r = cli(*args, "--out", str(tmp_path / "killed"), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming from {tmp_path / 'killed'} at step {state['step']}" in r.stdout + r.stderr
+    a, _ = weights(tmp_path / "straight")
+    b, end = weights(tmp_path / "killed")
+    assert end["step"] == 60
+    assert all(torch.equal(a[k], b[k]) for k in a), "kill -9 + --resume does not end at the uninterrupted weights"
+
+
+def test_two_gloo_processes_match_one_process_on_the_doubled_batch(tmp_path):
+    common = ["train", "--backend", "torch", "--dataset", "digits", "--preset", "tiny", "--steps", "4",
+              "--sample-every", "0", "--device", "cpu"]
+    one = cli(*common, "--batch-size", "16", "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "minidiff.cli", *common, "--batch-size", "8", "--out", str(tmp_path / "two")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, _ = weights(tmp_path / "one")
+    b, _ = weights(tmp_path / "two")
+    for k in a:
+        if k.startswith("model."):
+            np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+    zero = tmp_path / "zero"                                              # the initial weights
+    train_images(tiny(steps=1, lr=1e-12, warmup=1), zero, progress=False)
+    z, _ = weights(zero)
+    moved = max(float((a[k] - z[k]).abs().max()) for k in a if k.startswith("model.") and a[k].is_floating_point())
+    assert moved > 1e-4                                                   # the comparison is not of two no-ops
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input and damaged checkpoints.
+
+def test_wrong_image_size_for_the_model_is_named(tmp_path):
+    with pytest.raises(ValueError, match="image_size"):
+        train_images(tiny(unet=dict(image_size=16)), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("field,value,match", [("dataset", "cifar", "dataset must be one of"),
+                                               ("method", "gan", "method must be one of"),
+                                               ("lr", -1.0, "lr must be > 0"),
+                                               ("batch_size", 0, "batch_size")])
+def test_bad_config_is_named(tmp_path, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        train_images(tiny(**{field: value}), tmp_path, progress=False)
+
+
+def test_cd_needs_an_edm_teacher(tmp_path):
+    with pytest.raises(ValueError, match="teacher"):
+        tiny(method="cd").validate()
+    train_images(tiny(method="ddpm", steps=1), tmp_path / "ddpm", progress=False)
+    with pytest.raises(ValueError, match="must be an 'edm' model"):
+        train_images(tiny(method="cd", teacher=str(tmp_path / "ddpm"), steps=1), tmp_path / "cd", progress=False)
+
+
+def test_resume_with_another_architecture_is_refused(edm_run, tmp_path):
+    out, _ = edm_run
+    import shutil
+    shutil.copytree(out, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"cannot resume .* differs in \['unet'\]"):
+        train_images(tiny(steps=41, lr=2e-3, unet=dict(base_channels=8)), tmp_path / "run", resume=True,
+                     progress=False)
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(edm_run, tmp_path):
+    out, _ = edm_run
+    tensors, state = load_image_checkpoint(out)
+    state["config"]["unet"]["base_channels"] = 8          # a consistent file whose weights do not fit it
+    save_image_checkpoint(tmp_path, tensors, state)
+    with pytest.raises(ValueError, match="different architecture"):
+        model_from_checkpoint(tmp_path)
+
+
+def test_truncated_and_tampered_checkpoints_are_refused(edm_run, tmp_path):
+    out, _ = edm_run
+    blob = (out / "checkpoint.safetensors").read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "checkpoint.safetensors").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="unreadable"):
+        model_from_checkpoint(tmp_path / "cut")
+    changed = bytearray(blob)
+    changed[-10] ^= 0x01                                   # one bit of one weight
+    (tmp_path / "bit").mkdir()
+    (tmp_path / "bit" / "checkpoint.safetensors").write_bytes(bytes(changed))
+    with pytest.raises(ValueError, match="sha256"):
+        model_from_checkpoint(tmp_path / "bit")
+    with pytest.raises(FileNotFoundError, match="no image checkpoint"):
+        model_from_checkpoint(tmp_path / "nothing")
+
+
+def test_checkpoint_file_holds_no_pickle(edm_run):
+    out, _ = edm_run
+    head = (out / "checkpoint.safetensors").read_bytes()[:64]
+    assert b"\x80\x04" not in head and b"\x80\x02" not in head       # safetensors: a JSON header, raw bytes
+
+
+def test_cli_train_sample_and_errors(edm_run, tmp_path):
+    out, _ = edm_run
+    r = cli("sample", "--ckpt", str(out), "--n", "9", "--steps", "3", "--out", str(tmp_path / "g.png"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "g.png").stat().st_size > 100
+    r = cli("train", "--dataset", "digits", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "--backend torch" in r.stderr
+    r = cli("sample", "--ckpt", str(out), "--sampler", "consistency")
+    assert r.returncode == 2 and "sampler (for a 'edm' model) must be one of" in r.stderr
