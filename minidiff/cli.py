@@ -225,14 +225,18 @@ def cmd_eval(args):
     extra = {"inception_weights": args.inception_weights} if args.inception_weights else {}
     report = evaluate_images(x, reference=config["dataset"], n_reference=args.n_reference, seed=args.seed,
                              root=config.get("data_root") or None, **extra)
-    report.update({"checkpoint": str(args.ckpt), "sampler": args.sampler, "steps": args.steps,
+    from .torch.train import default_sampler
+
+    d_sampler, d_steps = default_sampler(config)
+    report.update({"checkpoint": str(args.ckpt), "sampler": args.sampler or d_sampler,
+                   "steps": args.steps or (d_steps if not args.sampler or args.sampler == d_sampler else None),
                    "sampling_seconds": seconds, "device": str(next(net.parameters()).device),
                    "torch": torch.__version__})
     ckpt = Path(args.ckpt)
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(f"{report['feature']}: FD {report['fd']:.3f}, KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f} "
+    print(f"{report.get('fd_label', 'FD')}: {report['fd']:.3f}, KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f} "
           f"({report['n_samples']} samples vs {report['n_reference']} test images); report in {out}")
     return 0
 

@@ -193,6 +193,37 @@ LESSONS = {
                          "stop_gradient(f_target(x0 + t_n z, t_n))), weighted and averaged"),
                 Exercise("consistency_sample", "minidiff.consistency",
                          "x = f(x_T, T); for each tau: x = f(x + sqrt(tau^2 - eps^2) z, tau)"))),
+        Lesson("10", "10_evaluation", "Evaluation: the Frechet distance from scratch, KID, small-sample bias, CLIP-style scores",
+               _COMMON_IMPORTS + ("from minidiff.metrics import _covariance, _features, _gaussian",),
+               (Exercise("feature_statistics", "minidiff.metrics",
+                         "mu = mean over rows; Sigma = (f - mu)^T (f - mu) / (N - 1), the unbiased covariance (D, D)"),
+                Exercise("trace_sqrt_product", "minidiff.metrics",
+                         "eigh(Sigma1) -> Sigma1^(1/2) = V diag(sqrt(clip(lam, 0))) V^T; M = Sigma1^(1/2) Sigma2 "
+                         "Sigma1^(1/2); return the sum of sqrt(clip(eigvalsh(M), 0))"),
+                Exercise("frechet_distance", "minidiff.metrics",
+                         "|mu1 - mu2|^2 + tr(Sigma1) + tr(Sigma2) - 2 trace_sqrt_product(Sigma1, Sigma2)"),
+                Exercise("polynomial_mmd2", "minidiff.metrics",
+                         "k = (x y^T / D + coef)^degree; the within-set means skip the diagonal (divide the "
+                         "off-diagonal sum by m(m-1)); minus 2 times the mean of k(x, y)"),
+                Exercise("kid", "minidiff.metrics",
+                         "for each subset: ix = rng.choice(N, subset_size, replace=False), then iy likewise; "
+                         "polynomial_mmd2(x[ix], y[iy]); return the mean and the std (ddof=0)"))),
+        Lesson("11", "11_switching_backends", "Switching backends: a U-Net on Fashion-MNIST",
+               ("import math", "", "import numpy as np", "import torch", "",
+                "from minidiff.data.images import from_model_range"),
+               (Exercise("modulate", "minidiff.torch.unet",
+                         "split emb_out[:, :, None, None] into scale and shift along dim 1 (chunk(2, dim=1)); "
+                         "return h * (1 + scale) + shift"),
+                Exercise("attention", "minidiff.torch.unet",
+                         "weights = softmax(q @ k^T / sqrt(d), over the last axis); return weights @ v"),
+                Exercise("image_grid", "minidiff.plot",
+                         "rows = ceil(N / nrow); a grid full of 255 of shape (C, pad + rows (H + pad), "
+                         "pad + nrow (W + pad)); image i goes to row i // nrow, column i % nrow"),
+                Exercise("batch_indices", "minidiff.torch.train",
+                         "epoch, j = divmod(k, n_images // global_batch); the epoch's permutation from "
+                         "np.random.default_rng([seed, 0, epoch]); return its slice j"),
+                Exercise("lr_at", "minidiff.torch.train",
+                         "cfg.lr * min(1, (k + 1) / max(cfg.warmup, 1))"))),
     )
 }
 

@@ -1,11 +1,16 @@
 """Two-sample distances for point clouds: sliced Wasserstein, MMD, energy distance; exact NLL.
+And the image metrics of lesson 10, on feature vectors: the Frechet distance and KID.
 
-All take x: (N, d) and y: (M, d) arrays of either backend and return a float.
+The 2-D distances take x: (N, d) and y: (M, d) arrays of either backend and return a float.
+The feature metrics (``feature_statistics``, ``trace_sqrt_product``, ``frechet_distance``,
+``polynomial_mmd2``, ``kid``) are NumPy only, in float64: features (N, D) come from a feature
+network (``minidiff.torch.evaluate.image_features``), and these functions never see an image.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import _checks
 from .backend import namespace
 
 
@@ -87,3 +92,154 @@ def exact_nll(log_prob, x) -> float:
     """Mean negative log-likelihood in nats of points x under a known density ``log_prob(x) -> (N,)``."""
     xp = namespace(x)
     return float(-xp.mean(log_prob(x)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Image metrics on feature vectors (lesson 10): the Frechet distance (FID's formula) and KID.
+# NumPy only, float64; the feature network lives in minidiff.torch.evaluate.
+
+def _features(name: str, f, min_rows: int = 2) -> np.ndarray:
+    """``f`` as a finite float64 (N, D) array with N >= min_rows, or a ValueError naming ``name``."""
+    if hasattr(f, "detach"):  # a torch tensor
+        f = f.detach().cpu().numpy()
+    a = np.asarray(f, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] < 1:
+        raise ValueError(f"{name} must be a 2-D array of features (N, D) with D >= 1, got shape {a.shape}")
+    if a.shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} samples (rows), got {a.shape[0]}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
+
+
+def _gaussian(name: str, mu, sigma):
+    """A checked (mu (D,), Sigma (D, D)) pair, float64."""
+    mu = np.asarray(mu.detach().cpu() if hasattr(mu, "detach") else mu, dtype=np.float64)
+    sigma = _covariance(f"sigma{name}", sigma)
+    if mu.ndim != 1 or mu.shape[0] != sigma.shape[0]:
+        raise ValueError(f"mu{name} must have shape (D,) = ({sigma.shape[0]},) to match sigma{name}, got {mu.shape}")
+    if not np.all(np.isfinite(mu)):
+        raise ValueError(f"mu{name} contains NaN or inf")
+    return mu, sigma
+
+
+def _covariance(name: str, sigma) -> np.ndarray:
+    s = np.asarray(sigma.detach().cpu() if hasattr(sigma, "detach") else sigma, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape[0] < 1:
+        raise ValueError(f"{name} must be a square covariance matrix (D, D), got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return s
+
+
+def feature_statistics(features):
+    """Mean and unbiased covariance of a set of feature vectors: the Gaussian that FID fits.
+
+    features: (N, D), N >= 2.  Returns mu (D,) and Sigma (D, D), float64, with
+    Sigma = sum_i (f_i - mu)(f_i - mu)^T / (N - 1)   (the unbiased estimate, as np.cov).
+    """
+    f = _features("features", features)
+    # BEGIN SOLUTION
+    mu = f.mean(axis=0)                     # (D,)
+    centred = f - mu                        # (N, D)
+    sigma = centred.T @ centred / (f.shape[0] - 1)   # (D, D)
+    return mu, sigma
+    # END SOLUTION
+
+
+def trace_sqrt_product(sigma1, sigma2) -> float:
+    """tr((Sigma1 Sigma2)^(1/2)) for two covariance (symmetric PSD) matrices (D, D).
+
+    Sigma1 Sigma2 is not symmetric, but it is similar to the symmetric PSD matrix
+    M = Sigma1^(1/2) Sigma2 Sigma1^(1/2) (multiply by Sigma1^(-1/2) on the left and Sigma1^(1/2) on
+    the right), so both have the same eigenvalues lambda_i >= 0 and the trace of the square root is
+    sum_i sqrt(lambda_i).  Use np.linalg.eigh twice (for Sigma1^(1/2) and for M's eigenvalues) and
+    clip the tiny negative eigenvalues that round-off produces to 0 before any square root.
+    """
+    sigma1, sigma2 = _covariance("sigma1", sigma1), _covariance("sigma2", sigma2)
+    if sigma1.shape != sigma2.shape:
+        raise ValueError(f"sigma1 and sigma2 must have the same shape (D, D), got {sigma1.shape} and {sigma2.shape}")
+    # BEGIN SOLUTION
+    lam1, V = np.linalg.eigh((sigma1 + sigma1.T) / 2)       # Sigma1 = V diag(lam1) V^T
+    root1 = (V * np.sqrt(np.clip(lam1, 0.0, None))) @ V.T   # Sigma1^(1/2), symmetric
+    M = root1 @ sigma2 @ root1                              # symmetric PSD, same eigenvalues as Sigma1 Sigma2
+    lam = np.linalg.eigvalsh((M + M.T) / 2)
+    return float(np.sum(np.sqrt(np.clip(lam, 0.0, None))))
+    # END SOLUTION
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """The Frechet (2-Wasserstein) distance between N(mu1, Sigma1) and N(mu2, Sigma2), squared:
+
+        d^2 = ||mu1 - mu2||^2 + tr(Sigma1 + Sigma2 - 2 (Sigma1 Sigma2)^(1/2))
+
+    (Dowson & Landau 1982; FID is this between Gaussians fitted to Inception features, Heusel et al. 2017).
+    mu: (D,), sigma: (D, D).  Use trace_sqrt_product for the last term.
+    """
+    mu1, sigma1 = _gaussian("1", mu1, sigma1)
+    mu2, sigma2 = _gaussian("2", mu2, sigma2)
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"the two Gaussians must have the same dimension D, got mu1 {mu1.shape} and mu2 {mu2.shape}")
+    # BEGIN SOLUTION
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
+    # END SOLUTION
+
+
+def polynomial_mmd2(features_x, features_y, degree: int = 3, coef: float = 1.0) -> float:
+    """Unbiased MMD^2 (Gretton et al. 2012, eq. 3) with KID's polynomial kernel
+    k(a, b) = (a . b / D + coef)^degree  (Binkowski et al. 2018, "Demystifying MMD GANs").
+
+    features_x: (m, D), features_y: (n, D), m, n >= 2:
+    sum_{i != j} k(x_i, x_j) / (m (m-1)) + sum_{i != j} k(y_i, y_j) / (n (n-1)) - 2 sum_{i,j} k(x_i, y_j) / (m n).
+    Unbiased, so it can be slightly negative when the two sets come from one distribution.
+    """
+    x, y = _features("features_x", features_x), _features("features_y", features_y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"features_x and features_y must have the same feature dimension D, "
+                         f"got {x.shape[1]} and {y.shape[1]}")
+    degree = _checks.positive_int("degree", degree)
+    # BEGIN SOLUTION
+    m, n, D = x.shape[0], y.shape[0], x.shape[1]
+
+    def k(a, b):                          # the kernel matrix (len(a), len(b))
+        g = a @ b.T / D + coef
+        out = g
+        for _ in range(degree - 1):       # repeated products: many times faster than g ** degree in NumPy
+            out = out * g
+        return out
+
+    k_xx, k_yy, k_xy = k(x, x), k(y, y), k(x, y)   # (m, m), (n, n), (m, n)
+    return float((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+                 + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+                 - 2 * k_xy.mean())
+    # END SOLUTION
+
+
+def kid(features_x, features_y, subsets: int = 100, subset_size: int = 1000, seed=0):
+    """Kernel Inception Distance (Binkowski et al. 2018): polynomial_mmd2 on ``subsets`` random
+    subsets of ``subset_size`` rows drawn without replacement from each set, averaged.
+
+    features_x: (N, D), features_y: (M, D).  seed: an int or a np.random.Generator; draw each
+    subset's rows with rng.choice(N, subset_size, replace=False), first from x, then from y.
+    Returns (mean, std) over the subsets (std with ddof=0, as torchmetrics reports it).
+    """
+    x, y = _features("features_x", features_x), _features("features_y", features_y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"features_x and features_y must have the same feature dimension D, "
+                         f"got {x.shape[1]} and {y.shape[1]}")
+    if isinstance(subsets, bool) or not isinstance(subsets, (int, np.integer)) or subsets < 1:
+        raise ValueError(f"subsets must be an integer >= 1, got {subsets!r}")
+    largest = min(x.shape[0], y.shape[0])
+    if (isinstance(subset_size, bool) or not isinstance(subset_size, (int, np.integer))
+            or not 2 <= subset_size <= largest):
+        raise ValueError(f"subset_size must be an integer in [2, min(N, M)] = [2, {largest}], got {subset_size!r}")
+    rng = np.random.default_rng(seed)
+    # BEGIN SOLUTION
+    values = np.empty(subsets)
+    for s in range(subsets):
+        ix = rng.choice(x.shape[0], subset_size, replace=False)
+        iy = rng.choice(y.shape[0], subset_size, replace=False)
+        values[s] = polynomial_mmd2(x[ix], y[iy])
+    return float(values.mean()), float(values.std())
+    # END SOLUTION

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.images import from_model_range
+
 
 def _plt():
     import matplotlib
@@ -138,10 +140,10 @@ def vector_field(fn, ax=None, lim=3.0, n=21, title=None, normalise=True, color="
 
 
 def image_grid(images, nrow: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tile images (N, C, H, W) - uint8, or floats in the model range [-1, 1] - into one
-    uint8 picture (rows, cols) for C = 1 or (rows, cols, 3) for C = 3, ``nrow`` per row."""
-    from .data.images import from_model_range
-
+    """Tile images (N, C, H, W) - uint8, or floats in the model range [-1, 1] - into one uint8
+    picture, ``nrow`` images per row (default ceil(sqrt(N))) in reading order, with ``pad`` white
+    (255) pixels around and between them: (pad + rows (H + pad), pad + nrow (W + pad)) for C = 1,
+    with a trailing axis of 3 for C = 3."""
     a = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
     if a.ndim != 4 or a.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (N, C, H, W) with C = 1 or 3, got {a.shape}")
@@ -149,11 +151,13 @@ def image_grid(images, nrow: int | None = None, pad: int = 2) -> np.ndarray:
         a = from_model_range(a)
     N, C, H, W = a.shape
     nrow = nrow or int(np.ceil(np.sqrt(N)))
+    # BEGIN SOLUTION
     rows = int(np.ceil(N / nrow))
     grid = np.full((C, rows * (H + pad) + pad, nrow * (W + pad) + pad), 255, np.uint8)
     for i in range(N):
         r, c = divmod(i, nrow)
         grid[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = a[i]
+    # END SOLUTION
     return grid[0] if C == 1 else grid.transpose(1, 2, 0)
 
 

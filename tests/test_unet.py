@@ -139,3 +139,26 @@ def test_parameter_count_printed(capsys):
     net = UNet(tiny(), verbose=True)
     assert f"{net.num_parameters():,} parameters" in capsys.readouterr().out
     assert np.isclose(net.num_parameters(), sum(p.numel() for p in net.parameters()))
+
+
+def test_the_unet_uses_these_functions():
+    """The U-Net's blocks call the reference functions (so the lesson's code is the model's):
+    modulate directly, attention through Attention.kernel, whose fused default equals it."""
+    import inspect
+
+    from minidiff.torch import unet
+
+    assert "modulate(" in inspect.getsource(unet.ResBlock.forward)
+    torch.manual_seed(0)
+    net = unet.UNet(unet.UNetConfig(base_channels=16, channel_mults=(1, 2), attention_resolutions=(14,),
+                                    dropout=0.0)).double()
+    for p in net.parameters():                       # make the attention branches matter
+        p.data.normal_(0, 0.2)
+    x, t = torch.randn(2, 1, 28, 28, dtype=torch.float64), torch.tensor([3.0, 500.0], dtype=torch.float64)
+    fused = net(x, t)
+    try:
+        unet.Attention.kernel = staticmethod(unet.attention)
+        plain = net(x, t)
+    finally:
+        unet.Attention.kernel = staticmethod(torch.nn.functional.scaled_dot_product_attention)
+    torch.testing.assert_close(plain, fused)

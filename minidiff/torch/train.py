@@ -43,8 +43,8 @@ PRESETS = {
     "tiny": dict(steps=20, batch_size=16, lr=1e-3, warmup=5, ckpt_every=10, sample_every=0, n_grid=16,
                  unet=dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0, groups=4),
                 attention_levels=()),
-    "cpu": dict(steps=3000, batch_size=64, lr=1e-3, warmup=200, ckpt_every=500, sample_every=1000,
-                unet=dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, dropout=0.0),
+    "cpu": dict(steps=2000, batch_size=32, lr=1e-3, warmup=100, ckpt_every=250, sample_every=500,
+                unet=dict(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1, dropout=0.0),
                 attention_levels=(-1,)),
     "gpu": dict(steps=40000, batch_size=256, lr=1e-3, warmup=1000, ckpt_every=2000, sample_every=5000,
                 ema_decay=0.9995,
@@ -151,8 +151,11 @@ def step_seed(seed: int, step: int, stream: int) -> int:
 
 
 def lr_at(cfg: ImageConfig, k: int) -> float:
-    """Linear warm-up over ``cfg.warmup`` steps, then constant (EDM section 5 / Appendix F)."""
+    """The learning rate of step k (0-based): a linear warm-up reaching ``cfg.lr`` at step
+    ``cfg.warmup - 1``, then constant (EDM Appendix F.3); ``cfg.warmup = 0`` means no warm-up."""
+    # BEGIN SOLUTION
     return cfg.lr * min(1.0, (k + 1) / max(cfg.warmup, 1))
+    # END SOLUTION
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,15 +175,19 @@ def load_training_images(cfg: ImageConfig, device) -> torch.Tensor:
 
 
 def batch_indices(n_images: int, global_batch: int, seed: int, k: int) -> np.ndarray:
-    """The images of step k's global batch: epoch e = k // (n_images // global_batch) walks a
-    permutation seeded by (seed, e), so every image is seen once per epoch, whatever the resume."""
+    """The images of step k's global batch: epoch e = k // (n_images // global_batch) walks the
+    permutation ``np.random.default_rng([seed, 0, e]).permutation(n_images)`` in consecutive
+    slices (the last incomplete one is dropped), so every image is seen once per epoch and a
+    resumed run draws the same batches.  Returns (global_batch,) int indices."""
     per_epoch = n_images // global_batch
     if per_epoch < 1:
         raise ValueError(f"the dataset has {n_images} images, fewer than one global batch ({global_batch}); "
                          "lower batch_size")
+    # BEGIN SOLUTION
     epoch, j = divmod(k, per_epoch)
     order = np.random.default_rng([seed, 0, epoch]).permutation(n_images)
     return order[j * global_batch:(j + 1) * global_batch]
+    # END SOLUTION
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,7 +317,7 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
     # losses that sum over pixels are divided by their number, so clipping and the lr see per-pixel sizes
     per_pixel = 1.0 if cfg.method == "ddpm" else 1.0 / float(np.prod(data.shape[1:]))
     config = cfg.to_dict()
-    losses, t0, k = [], time.perf_counter(), start
+    losses, pending, t0, k = [], [], time.perf_counter(), start
     steps = range(start, cfg.steps)
     if progress and dist.main:
         from tqdm.auto import tqdm
@@ -346,15 +353,16 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
             if target is not None:
                 mu = objective.levels(k)[1]
                 torch._foreach_lerp_(list(target.parameters()), list(model.parameters()), 1 - mu)
-        losses.append(float(loss.detach()))
-        if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"the loss became {losses[-1]} at step {k}: lower lr (now {cfg.lr}) "
-                                     "or turn on clip")
+        pending.append(loss.detach())                                  # read back in groups: no GPU sync per step
+        if len(pending) == 50 or k + 1 == cfg.steps:
+            _collect(pending, losses, k, cfg)
         if cfg.max_seconds and time.perf_counter() - t0 > cfg.max_seconds:
             stop = _agree(True, dist, device)
         elif cfg.max_seconds:
             stop = _agree(False, dist, device)
         done = stop or k + 1 == cfg.steps
+        if done or (cfg.ckpt_every and (k + 1) % cfg.ckpt_every == 0):
+            _collect(pending, losses, k, cfg)
         if dist.main and (done or (cfg.ckpt_every and (k + 1) % cfg.ckpt_every == 0)):
             _save(out, cfg, model, ema, target, opt, k + 1, losses)
         if dist.main and cfg.sample_every and ((k + 1) % cfg.sample_every == 0 or done):
@@ -369,6 +377,18 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
         torch_dist.barrier()
     return {"steps": k + 1 if cfg.steps > start else start, "losses": losses, "seconds": seconds,
             "images_per_second": n_steps * GB / max(seconds, 1e-9), "checkpoint": out}
+
+
+def _collect(pending: list, losses: list, k: int, cfg):
+    """Move the pending loss tensors into ``losses``; a non-finite loss stops the run."""
+    if not pending:
+        return
+    values = torch.stack(pending).float().tolist()
+    pending.clear()
+    losses.extend(values)
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"the loss became {bad[0]} by step {k}: lower lr (now {cfg.lr}) or turn on clip")
 
 
 def _agree(flag: bool, dist: _Dist, device) -> bool:

@@ -98,6 +98,31 @@ class FourierEmbedding(nn.Module):
         return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
+def modulate(h, emb_out):
+    """AdaGN (Dhariwal & Nichol 2021, section 3): the time embedding's projection ``emb_out``
+    (B, 2C) is split into a per-channel scale and shift of the normalised activations ``h``
+    (B, C, H, W): h * (1 + scale) + shift.  Returns (B, C, H, W)."""
+    if emb_out.ndim != 2 or emb_out.shape != (h.shape[0], 2 * h.shape[1]):
+        raise ValueError(f"emb_out must have shape (B, 2C) = ({h.shape[0]}, {2 * h.shape[1]}), "
+                         f"got {tuple(emb_out.shape)}")
+    # BEGIN SOLUTION
+    scale, shift = emb_out[:, :, None, None].chunk(2, dim=1)           # (B, C, 1, 1) each
+    return h * (1 + scale) + shift
+    # END SOLUTION
+
+
+def attention(q, k, v):
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1): softmax(q k^T / sqrt(d)) v,
+    the softmax over the keys.  q: (..., L, d), k: (..., S, d), v: (..., S, d_v) -> (..., L, d_v)."""
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"q (..., L, d), k (..., S, d) and v (..., S, d_v) do not fit: {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    # BEGIN SOLUTION
+    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)   # (..., L, S)
+    return weights @ v
+    # END SOLUTION
+
+
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv, then the embedding as scale and shift of the second GroupNorm
     (Dhariwal & Nichol 2021, "AdaGN"), SiLU -> dropout -> conv, plus the (1x1-projected) input."""
@@ -114,14 +139,17 @@ class ResBlock(nn.Module):
 
     def forward(self, x, emb):  # x: (B, in_ch, H, W), emb: (B, emb_dim) -> (B, out_ch, H, W)
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out_ch, 1, 1) each
-        h = self.norm2(h) * (1 + scale) + shift
+        h = modulate(self.norm2(h), self.emb(F.silu(emb)))              # (B, out_ch, H, W)
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the H*W positions, pre-GroupNorm, residual."""
+    """Multi-head self-attention over the H*W positions, pre-GroupNorm, residual.  ``kernel``
+    computes softmax(q k^T / sqrt(d)) v: by default torch's fused version of ``attention`` (equal
+    to it, tested; flash / memory-efficient kernels on a GPU); set it to ``attention`` to run that."""
+
+    kernel = staticmethod(F.scaled_dot_product_attention)
 
     def __init__(self, ch: int, num_heads: int, groups: int):
         super().__init__()
@@ -134,7 +162,7 @@ class Attention(nn.Module):
         B, C, H, W = x.shape
         qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
         q, k, v = qkv.transpose(-1, -2).unbind(1)        # (B, nh, HW, hs) each
-        h = F.scaled_dot_product_attention(q, k, v)      # softmax(q k^T / sqrt(hs)) v: (B, nh, HW, hs)
+        h = self.kernel(q, k, v)                         # attention(q, k, v): (B, nh, HW, hs)
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
 
 

@@ -1,0 +1,228 @@
+"""Evaluating image samples: FD and KID on the Fashion-MNIST classifier's features, and the
+accuracy of class-conditional samples.
+
+The metrics themselves are NumPy functions in ``minidiff.metrics`` (lesson 10); this file only
+turns images into feature vectors with a network.  By default that network is the small CNN
+shipped in ``minidiff/torch/weights`` (see ``minidiff.torch.classifier``), so the number reported
+is "FD (Fashion-MNIST classifier features)": the formula of FID on other features.  It is
+comparable across runs of this project, not with published FID values.  With the Inception-v3
+weights file of torch-fidelity on disk, ``evaluate_images(..., inception_weights=PATH)`` adds
+torchmetrics' FID as well; nothing is ever downloaded.
+
+    from minidiff.torch.evaluate import evaluate_images, classifier_accuracy
+    report = evaluate_images(samples)          # samples: (N, 1, 28, 28) in [-1, 1]
+    report["fd"], report["kid_mean"], report["kid_std"]
+    classifier_accuracy(samples, labels)       # class-conditional samples and their intended labels
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..metrics import feature_statistics, frechet_distance, kid
+from .classifier import FashionMNISTClassifier, load_classifier
+
+FD_LABEL = "FD (Fashion-MNIST classifier features)"
+FEATURE_LABEL = ("Fashion-MNIST classifier features: the penultimate layer of minidiff's shipped CNN "
+                 "(minidiff/torch/weights/fashion_mnist_classifier.safetensors)")
+
+
+@functools.lru_cache(maxsize=1)
+def default_network() -> FashionMNISTClassifier:
+    """The shipped classifier, loaded once."""
+    return load_classifier()
+
+
+def _network(network):
+    net = default_network() if network is None else network
+    if not isinstance(net, torch.nn.Module) or not hasattr(net, "features"):
+        raise TypeError(f"network must be a torch module with a features(x) method (e.g. load_classifier()), "
+                        f"got {type(net).__name__}")
+    return net
+
+
+def _as_images(name: str, images, net) -> torch.Tensor:
+    """``images`` as a float32 CPU tensor (N, C, H, W) that ``net`` accepts, clipped to [-1, 1]."""
+    c = getattr(net, "config", None)   # a user network without a config: any (N, C, H, W)
+    want = f"(N, {c.in_channels}, {c.image_size}, {c.image_size})" if c is not None else "(N, C, H, W)"
+    if isinstance(images, torch.Tensor):
+        t = images.detach().cpu()
+    else:
+        a = np.asarray(images)
+        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise ValueError(f"{name} must be a numeric array {want}, got dtype {a.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.ndim != 4 or (c is not None and tuple(t.shape[1:]) != (c.in_channels, c.image_size, c.image_size)):
+        raise ValueError(f"{name} must have shape {want} in the model range [-1, 1], got {tuple(t.shape)}")
+    if t.shape[0] < 1:
+        raise ValueError(f"{name} holds no images")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be float images in the model range [-1, 1], got dtype {t.dtype}; "
+                         "convert uint8 images with minidiff.data.images.to_model_range")
+    t = t.float()
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf (a diverged sampler?)")
+    return t.clamp(-1.0, 1.0)   # what saving the samples as uint8 images would keep
+
+
+@torch.no_grad()
+def image_features(images, network=None, batch_size: int = 500) -> np.ndarray:
+    """The feature vectors (N, D) float64 of ``images`` (N, 1, 28, 28), a torch tensor or a NumPy
+    array in the model range [-1, 1] (values outside are clipped).  network: a module with
+    ``features(x)`` (default: the shipped Fashion-MNIST classifier), used in eval mode."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    net = _network(network)
+    x = _as_images("images", images, net)
+    was_training = net.training
+    net.eval()
+    try:
+        device = next(net.parameters()).device
+        out = [net.features(x[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(x), batch_size)]
+    finally:
+        net.train(was_training)
+    return torch.cat(out).numpy()   # (N, D)
+
+
+@torch.no_grad()
+def class_probabilities(images, network=None, batch_size: int = 500) -> np.ndarray:
+    """softmax(logits) (N, num_classes) of the classifier on ``images`` (N, 1, 28, 28) in [-1, 1]."""
+    net = _network(network)
+    x = _as_images("images", images, net)
+    was_training = net.training
+    net.eval()
+    try:
+        device = next(net.parameters()).device
+        out = [torch.softmax(net(x[i:i + batch_size].to(device)).double(), dim=1).cpu()
+               for i in range(0, len(x), batch_size)]
+    finally:
+        net.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def classifier_accuracy(samples, labels, network=None) -> float:
+    """The fraction of class-conditional ``samples`` (N, 1, 28, 28) in [-1, 1] that the classifier
+    assigns to their intended ``labels`` (N,) in [0, num_classes).  On real test images the shipped
+    classifier scores its recorded test accuracy (about 0.91), the ceiling for samples."""
+    net = _network(network)
+    lab = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+    if lab.ndim != 1 or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D integer array (N,), got shape {lab.shape} and dtype {lab.dtype}")
+    probs = class_probabilities(samples, net)     # (N, num_classes)
+    k = probs.shape[1]
+    if lab.size and (lab.min() < 0 or lab.max() >= k):
+        raise ValueError(f"labels must lie in [0, {k}), got values in [{lab.min()}, {lab.max()}]")
+    if len(probs) != len(lab):
+        raise ValueError(f"samples and labels must have the same length N, got {len(probs)} and {len(lab)}")
+    return float(np.mean(probs.argmax(axis=1) == lab))
+
+
+# ----------------------------------------------------------------------------------------------
+# FD and KID against a reference set.
+
+def reference_images(reference="fashion-mnist", split="test", n_reference=10000, seed=0, root=None) -> torch.Tensor:
+    """``n_reference`` images of a dataset of ``minidiff.data.images.load_images`` in [-1, 1]: a
+    random subset (without replacement, drawn with ``seed``) when the split holds more; None = all."""
+    from ..data.images import load_images, to_model_range
+
+    x, _ = load_images(reference, split, root=root)
+    if n_reference is not None:
+        if isinstance(n_reference, bool) or not isinstance(n_reference, (int, np.integer)) or n_reference < 2:
+            raise ValueError(f"n_reference must be None (all) or an integer >= 2, got {n_reference!r}")
+        if n_reference > len(x):
+            raise ValueError(f"n_reference must be at most the {len(x)} images of {reference!r} split {split!r}, "
+                             f"got {n_reference}")
+        if n_reference < len(x):
+            x = x[np.sort(np.random.default_rng(seed).choice(len(x), n_reference, replace=False))]
+    return torch.from_numpy(to_model_range(x))   # (n_reference, C, H, W)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_reference_features(reference, split, n_reference, seed, root) -> np.ndarray:
+    f = image_features(reference_images(reference, split, n_reference, seed, root))
+    f.flags.writeable = False
+    return f
+
+
+def evaluate_images(samples, reference="fashion-mnist", split="test", n_reference=10000, seed=0, root=None, *,
+                    network=None, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                    inception_weights=None) -> dict:
+    """FD and KID of ``samples`` (N, 1, 28, 28) in [-1, 1] against a reference set, on the
+    classifier's features.
+
+    reference: a dataset name of ``load_images`` ('fashion-mnist', ...) of which ``n_reference``
+    images of ``split`` are drawn with ``seed`` (None = all), or an array of reference images
+    (N_ref, 1, 28, 28) in [-1, 1].  KID uses ``kid_subsets`` subsets of min(kid_subset_size, N,
+    N_ref) rows.  inception_weights: the path of torch-fidelity's Inception-v3 weights file
+    (pt_inception-2015-12-05-6726825d.pth); when given, torchmetrics' FID on those weights is added
+    as "fid_inception" (needs torch-fidelity; nothing is downloaded; slow on a CPU).
+
+    Returns {"fd", "kid_mean", "kid_std", "n_samples", "n_reference", "feature", "fd_label",
+    "kid_subsets", "kid_subset_size"[, "fid_inception"]}.  FD is biased upwards at small N
+    (lesson 10): compare numbers only at equal n_samples and n_reference.
+    """
+    net = _network(network)
+    x = _as_images("samples", samples, net)
+    if len(x) < 2:
+        raise ValueError(f"samples needs at least 2 images, got {len(x)}")
+    if isinstance(reference, str):
+        if network is None:
+            from ..data.images import FASHION_MNIST_ENV
+
+            key_root = str(root) if root is not None else os.environ.get(FASHION_MNIST_ENV)  # what load_images reads
+            f_ref = _cached_reference_features(reference, split, n_reference, seed, key_root)
+        else:
+            f_ref = image_features(reference_images(reference, split, n_reference, seed, root), net)
+        ref_images = None
+    else:
+        ref_images = _as_images("reference", reference, net)
+        if len(ref_images) < 2:
+            raise ValueError(f"reference needs at least 2 images, got {len(ref_images)}")
+        f_ref = image_features(ref_images, net)
+    f_x = image_features(x, net)
+    mu_x, sigma_x = feature_statistics(f_x)
+    mu_r, sigma_r = feature_statistics(f_ref)
+    subset = int(min(kid_subset_size, len(f_x), len(f_ref)))
+    kid_mean, kid_std = kid(f_x, f_ref, subsets=kid_subsets, subset_size=subset, seed=seed)
+    report = {"fd": frechet_distance(mu_x, sigma_x, mu_r, sigma_r), "kid_mean": kid_mean, "kid_std": kid_std,
+              "n_samples": len(f_x), "n_reference": len(f_ref),
+              "feature": FEATURE_LABEL if network is None else f"features of {type(net).__name__} (user network)",
+              "fd_label": FD_LABEL if network is None else "FD (user network features)",
+              "kid_subsets": int(kid_subsets), "kid_subset_size": subset}
+    if inception_weights is not None:
+        if ref_images is None:
+            ref_images = reference_images(reference, split, n_reference, seed, root)
+        report["fid_inception"] = _inception_fid(x, ref_images, inception_weights)
+    return report
+
+
+def _to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] (B, 1 or 3, H, W) -> uint8 (B, 3, H, W), what torchmetrics' Inception expects."""
+    u8 = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return u8.expand(-1, 3, -1, -1) if u8.shape[1] == 1 else u8
+
+
+def _inception_fid(samples, reference, weights_path, batch_size: int = 100) -> float:
+    """torchmetrics' FrechetInceptionDistance (2048-d pool features) between two image sets in
+    [-1, 1], with the Inception-v3 weights read from ``weights_path`` only (never downloaded).
+    Needs torch-fidelity; the weights file is read by torch-fidelity with ``torch.load``."""
+    path = Path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"inception_weights file {path} not found; minidiff never downloads weights: pass "
+                                "the path of torch-fidelity's pt_inception-2015-12-05-6726825d.pth that you have")
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError as e:
+        raise ImportError("the Inception path (inception_weights=...) needs torch-fidelity: "
+                          "`pip install torch-fidelity` (or `pip install 'torchmetrics[image]'`)") from e
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), normalize=False)
+    for images, real in ((reference, True), (samples, False)):
+        for i in range(0, len(images), batch_size):
+            fid.update(_to_uint8_rgb(images[i:i + batch_size]), real=real)
+    return float(fid.compute())
