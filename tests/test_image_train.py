@@ -225,3 +225,19 @@ def test_cli_train_sample_and_errors(edm_run, tmp_path):
     assert r.returncode == 2 and "--backend torch" in r.stderr
     r = cli("sample", "--ckpt", str(out), "--sampler", "consistency")
     assert r.returncode == 2 and "sampler (for a 'edm' model) must be one of" in r.stderr
+
+
+def test_cli_eval_reports_fd_and_kid_on_classifier_features(tmp_path, capsys):
+    from minidiff.cli import main
+
+    run = tmp_path / "fm"
+    train_images(ImageConfig.from_preset("tiny", dataset="fashion-mnist", limit=256, steps=3, sample_every=0), run,
+                 progress=False)
+    assert main(["eval", "--ckpt", str(run), "--n", "24", "--steps", "2", "--n-reference", "100",
+                 "--batch-size", "12"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert report["fd_label"] == "FD (Fashion-MNIST classifier features)" and "Inception" not in report["feature"]
+    assert report["n_samples"] == 24 and report["n_reference"] == 100 and report["fd"] > 0
+    assert report["sampler"] == "heun" and report["steps"] == 2
+    assert "FD (Fashion-MNIST classifier features)" in capsys.readouterr().out
+    assert main(["eval", "--ckpt", str(tmp_path / "none")]) == 2
