@@ -59,6 +59,9 @@ def test_edm_training_lowers_the_loss_and_writes_a_checkpoint(edm_run):
 def test_other_methods_train(tmp_path, method):
     result = train_images(tiny(method=method, steps=4), tmp_path, progress=False)
     assert result["steps"] == 4 and np.all(np.isfinite(result["losses"]))
+    net, config = model_from_checkpoint(tmp_path)                        # default sampler: DDIM / consistency
+    x = sample_images(net, config, 3, steps=3)
+    assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
 
 
 def test_consistency_distillation_from_an_edm_teacher(edm_run, tmp_path):
