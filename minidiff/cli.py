@@ -51,6 +51,8 @@ def _add_train_args(p, defaults):
     g.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0: never)")
     g.add_argument("--warmup", type=int, default=None, help="learning-rate warm-up steps")
     g.add_argument("--flip", action="store_true", help="random left-right flips")
+    g.add_argument("--class-conditional", action="store_true",
+                   help="give the U-Net the labels (10% dropped to a null class, for classifier-free guidance)")
     g.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
     g.add_argument("--image-size", type=int, default=None, help="dataset folder: resize to this size")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3), help="dataset folder: 1 grey, 3 RGB")
@@ -77,6 +79,7 @@ def _image_config_from(args):
         args.preset, dataset=args.dataset, method=args.method or "edm", target=args.target, T=args.T,
         schedule=args.schedule, seed=args.seed, scheme=args.scheme, teacher=args.teacher, cm_N=args.cm_N,
         metric=args.metric, data_root=args.data_root, limit=args.limit, flip=args.flip, compile=args.compile,
+        class_conditional=args.class_conditional,
         bf16=not args.no_bf16, unet={k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels))
                                         if v is not None},
         **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup"))
@@ -222,6 +225,10 @@ def cmd_eval(args):
     x = sample_images(net, config, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                       batch_size=args.batch_size, eta=args.eta, progress=True, **_sampler_kwargs(args))
     seconds = time.perf_counter() - t0
+    accuracy = {}
+    if config.get("class_conditional") and config["dataset"] == "fashion-mnist":   # image i was asked for class i mod 10
+        from .torch.evaluate import classifier_accuracy
+        accuracy = {"class_accuracy": classifier_accuracy(x, torch.arange(args.n) % config["unet"]["num_classes"])}
     extra = {"inception_weights": args.inception_weights} if args.inception_weights else {}
     report = evaluate_images(x, reference=config["dataset"], n_reference=args.n_reference, seed=args.seed,
                              root=config.get("data_root") or None, **extra)
@@ -231,13 +238,15 @@ def cmd_eval(args):
     report.update({"checkpoint": str(args.ckpt), "sampler": args.sampler or d_sampler,
                    "steps": args.steps or (d_steps if not args.sampler or args.sampler == d_sampler else None),
                    "sampling_seconds": seconds, "device": str(next(net.parameters()).device),
-                   "torch": torch.__version__})
+                   "torch": torch.__version__, **accuracy})
     ckpt = Path(args.ckpt)
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"{report.get('fd_label', 'FD')}: {report['fd']:.3f}, KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f} "
-          f"({report['n_samples']} samples vs {report['n_reference']} test images); report in {out}")
+          f"({report['n_samples']} samples vs {report['n_reference']} test images)"
+          + (f"; the classifier finds the asked-for class in {100 * report['class_accuracy']:.1f} %"
+             if "class_accuracy" in report else "") + f"; report in {out}")
     return 0
 
 

@@ -148,18 +148,20 @@ class Objective:
             return cm.ct_schedule(min(k, cfg.steps), cfg.steps)
         return cm.ict_schedule(min(k, cfg.steps), cfg.steps), 0.0
 
-    def loss(self, net, x0, d: dict, target_net=None, teacher_D=None):
-        cfg = self.cfg
+    def loss(self, net, x0, d: dict, target_net=None, teacher_D=None, **model_kwargs):
+        """The method's loss; ``model_kwargs`` (e.g. ``class_labels``) go to every network call."""
+        cfg, kw = self.cfg, model_kwargs
         if cfg.method == "ddpm":
-            return ddpm_loss(net, x0, d["t"], d["noise"], self.alpha_bar, cfg.target)
+            return ddpm_loss(net, x0, d["t"], d["noise"], self.alpha_bar, cfg.target, **kw)
         model = raw_to_model(net, self.config)
         if cfg.method == "edm":
-            return edm.denoiser_loss(model, x0, d["sigma"], d["noise"], d["weight"])
+            return edm.denoiser_loss(model, x0, d["sigma"], d["noise"], d["weight"], **kw)
         target = raw_to_model(target_net, self.config) if target_net is not None else model
         if cfg.method == "cd":
-            return cm.cd_loss(model, target, teacher_D, x0, d["n"], d["z"], d["boundaries"], cfg.metric, d["weight"])
+            return cm.cd_loss(model, target, teacher_D, x0, d["n"], d["z"], d["boundaries"], cfg.metric, d["weight"],
+                              **kw)
         metric = "pseudo_huber" if cfg.method == "ict" else cfg.metric
-        return cm.ct_loss(model, target, x0, d["n"], d["z"], d["boundaries"], metric, d["weight"])
+        return cm.ct_loss(model, target, x0, d["n"], d["z"], d["boundaries"], metric, d["weight"], **kw)
 
 
 def train_toy(cfg: ToyConfig, progress: bool = True, callback=None) -> dict:
@@ -313,20 +315,22 @@ def sample_from_params(params, config: dict, n: int, seed: int = 0, backend: str
     return x0 if backend == "numpy" else x0.detach().cpu().numpy()
 
 
-def run_sampler(model, config, sampler, steps, eta, z, rng, callback=None, progress=False, kwargs=None):
+def run_sampler(model, config, sampler, steps, eta, z, rng, callback=None, progress=False, kwargs=None,
+                model_kwargs=None):
     """Run ``sampler`` from the standard normal ``z`` (any shape) with the sampler-facing
-    ``model`` of a trained network (``raw_to_model``); shared by the 2-D and the image models."""
-    kwargs = kwargs or {}
+    ``model`` of a trained network (``raw_to_model``); shared by the 2-D and the image models.
+    ``kwargs``: the sampler's options; ``model_kwargs`` (e.g. ``class_labels``): the network's."""
+    kwargs, mk = kwargs or {}, model_kwargs or {}
     method = config.get("method", "ddpm")
     if method == "ddpm":
         betas = make_betas(config.get("schedule", "linear"), config["T"])
         alpha_bar = alpha_bars(betas)
         eps_model = as_eps_model(model, config.get("target", "eps"), alpha_bar)
         if sampler == "ddpm":
-            return samplers.ddpm_sample(eps_model, z, betas, rng.randn_like, callback=callback, progress=progress)
+            return samplers.ddpm_sample(eps_model, z, betas, rng.randn_like, callback=callback, progress=progress, **mk)
         if sampler == "ddim":
             tau = samplers.ddim_timesteps(config["T"], steps, kwargs.get("spacing", "trailing"))
-            return samplers.ddim_sample(eps_model, z, alpha_bar, tau, eta, rng.randn_like, callback=callback)
+            return samplers.ddim_sample(eps_model, z, alpha_bar, tau, eta, rng.randn_like, callback=callback, **mk)
         grid = np.sqrt((1 - alpha_bar) / alpha_bar)
         sigmas = edm.karras_sigmas(steps, max(0.002, float(grid[0])), min(80.0, float(grid[-1])))
         D = edm.eps_model_to_denoiser(eps_model, alpha_bar)
@@ -339,13 +343,13 @@ def run_sampler(model, config, sampler, steps, eta, z, rng, callback=None, progr
             taus = edm.karras_sigmas(steps + 1)[1:-1] if steps > 1 else []
         elif len(taus) != steps - 1:
             raise ValueError(f"taus must hold steps - 1 = {steps - 1} noise levels, got {len(taus)}")
-        return cm.consistency_sample(model, 80.0 * z, taus, rng.randn_like, callback=callback)
+        return cm.consistency_sample(model, 80.0 * z, taus, rng.randn_like, callback=callback, **mk)
     x = float(sigmas[0]) * z
     if sampler == "euler":
-        return samplers.euler_sample(D, x, sigmas, callback=callback)
+        return samplers.euler_sample(D, x, sigmas, callback=callback, **mk)
     if sampler == "heun":
-        return samplers.heun_sample(D, x, sigmas, callback=callback)
-    return samplers.stochastic_sample(D, x, sigmas, rng.randn_like, callback=callback, **kwargs)
+        return samplers.heun_sample(D, x, sigmas, callback=callback, **mk)
+    return samplers.stochastic_sample(D, x, sigmas, rng.randn_like, callback=callback, **kwargs, **mk)
 
 
 def _no_grad(backend):

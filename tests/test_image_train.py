@@ -244,3 +244,29 @@ def test_cli_eval_reports_fd_and_kid_on_classifier_features(tmp_path, capsys):
     assert report["sampler"] == "heun" and report["steps"] == 2
     assert "FD (Fashion-MNIST classifier features)" in capsys.readouterr().out
     assert main(["eval", "--ckpt", str(tmp_path / "none")]) == 2
+
+
+def test_class_conditional_training_and_sampling(tmp_path):
+    cfg = tiny(class_conditional=True, steps=4)
+    assert cfg.unet.num_classes == 10
+    train_images(cfg, tmp_path, progress=False)
+    net, config = model_from_checkpoint(tmp_path)
+    a = sample_images(net, config, 4, steps=3, class_labels=[0, 1, 2, 10])       # 10: the null class
+    b = sample_images(net, config, 4, steps=3, class_labels=[5, 1, 2, 10])
+    assert a.shape == (4, 1, 8, 8) and not torch.equal(a[0], b[0]) and torch.equal(a[1:], b[1:])
+    with pytest.raises(ValueError, match="class_labels must be 4 integers in"):
+        sample_images(net, config, 4, steps=3, class_labels=[0, 1, 2, 11])
+    unconditional, uconf = model_from_checkpoint(train_images(tiny(steps=1), tmp_path / "u", progress=False)["checkpoint"])
+    with pytest.raises(ValueError, match="unconditional"):
+        sample_images(unconditional, uconf, 2, steps=2, class_labels=[0, 1])
+
+
+def test_cli_eval_of_a_class_conditional_model_reports_class_accuracy(tmp_path):
+    from minidiff.cli import main
+
+    run = tmp_path / "fmc"
+    assert main(["train", "--backend", "torch", "--dataset", "fashion-mnist", "--preset", "tiny", "--limit", "256",
+                 "--steps", "3", "--sample-every", "0", "--class-conditional", "--out", str(run)]) == 0
+    assert main(["eval", "--ckpt", str(run), "--n", "20", "--steps", "2", "--n-reference", "100"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert 0.0 <= report["class_accuracy"] <= 1.0

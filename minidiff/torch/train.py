@@ -53,6 +53,7 @@ PRESETS = {
 }
 # The image size and channels of each built-in dataset ('folder': whatever the user asks for).
 DATASET_SHAPES = {"fashion-mnist": (1, 28), "mnist-subset": (1, 28), "digits": (1, 8)}
+NUM_CLASSES = {"fashion-mnist": 10, "mnist-subset": 10, "digits": 10}
 # Fields that may change between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("steps", "max_seconds", "ckpt_every", "sample_every", "n_grid", "compile")
 
@@ -82,6 +83,9 @@ class ImageConfig:
     ema_decay: float = 0.999
     clip: float = 1.0                  # gradient-norm clipping (0: off)
     flip: bool = False                 # random left-right flips
+    class_conditional: bool = False    # feed the labels to the U-Net (unet.num_classes = the number of classes)
+    p_uncond: float = 0.1              # class_conditional: drop a label to the null class with this probability
+                                       # (trains the unconditional model classifier-free guidance needs)
     seed: int = 0
     max_seconds: float = 0.0           # stop (and save) after this much training time (0: no limit)
     bf16: bool = True                  # autocast to bfloat16 (CUDA only)
@@ -110,6 +114,10 @@ class ImageConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"p_uncond must lie in [0, 1), got {self.p_uncond}")
+        if self.class_conditional and self.unet.num_classes is None:
+            raise ValueError("class_conditional needs unet.num_classes (from_preset sets it for the built-in datasets)")
         if self.method == "cd" and not self.teacher:
             raise ValueError("method 'cd' needs teacher: the checkpoint of an image 'edm' model")
         return self
@@ -124,6 +132,8 @@ class ImageConfig:
         fields = {**preset, **{k: v for k, v in overrides.items() if k != "unet"}}
         C, size = DATASET_SHAPES.get(fields.get("dataset", "fashion-mnist"), (1, 28))
         unet = {"in_channels": C, "image_size": size, **preset["unet"], **overrides.get("unet", {})}
+        if fields.get("class_conditional") and "num_classes" not in overrides.get("unet", {}):
+            unet["num_classes"] = NUM_CLASSES.get(fields.get("dataset", "fashion-mnist"))
         if "attention_resolutions" not in overrides.get("unet", {}):
             res = [unet["image_size"] // 2 ** i for i in range(len(unet["channel_mults"]))]
             unet["attention_resolutions"] = tuple(sorted({res[i] for i in levels}))
@@ -161,8 +171,9 @@ def lr_at(cfg: ImageConfig, k: int) -> float:
 # ----------------------------------------------------------------------------------------------
 # Data: the whole training set lives on the device as uint8 (Fashion-MNIST: 47 MB).
 
-def load_training_images(cfg: ImageConfig, device) -> torch.Tensor:
-    images, _ = load_images(cfg.dataset, "train", root=cfg.data_root or None, limit=cfg.limit or None,
+def load_training_images(cfg: ImageConfig, device):
+    """(images (N, C, H, W) uint8, labels (N,) int64), both on ``device``, checked against the U-Net."""
+    images, labels = load_images(cfg.dataset, "train", root=cfg.data_root or None, limit=cfg.limit or None,
                             image_size=cfg.unet.image_size if cfg.dataset == "folder" else None,
                             channels=cfg.unet.in_channels)
     _, C, H, W = images.shape
@@ -171,7 +182,10 @@ def load_training_images(cfg: ImageConfig, device) -> torch.Tensor:
         raise ValueError(f"dataset {cfg.dataset!r} has {C}x{H}x{W} images but the U-Net takes "
                          f"in_channels={u.in_channels}, image_size={u.image_size}: set unet in_channels/image_size "
                          f"to {C} and {H}")
-    return torch.from_numpy(images).to(device)                         # (N, C, H, W) uint8
+    if cfg.class_conditional and labels.max() >= u.num_classes:
+        raise ValueError(f"dataset {cfg.dataset!r} has labels up to {labels.max()} but unet.num_classes is "
+                         f"{u.num_classes}")
+    return torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
 
 
 def batch_indices(n_images: int, global_batch: int, seed: int, k: int) -> np.ndarray:
@@ -277,7 +291,7 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    data = load_training_images(cfg, device)                           # (N, C, H, W) uint8
+    data, labels = load_training_images(cfg, device)                   # (N, C, H, W) uint8, (N,) int64
     torch.manual_seed(cfg.seed)                                        # the same initial weights on every rank
     model = UNet(cfg.unet).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -327,7 +341,13 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
     stop = False
     for k in steps:
         # this step's batch and randomness: seeded by (seed, step), drawn for the global batch, sliced
-        x0 = to_model_range(data[torch.from_numpy(batch_indices(len(data), GB, cfg.seed, k)).to(device)])
+        idx = torch.from_numpy(batch_indices(len(data), GB, cfg.seed, k)).to(device)
+        x0 = to_model_range(data[idx])                                 # (GB, C, H, W) in [-1, 1]
+        model_kwargs = {}
+        if cfg.class_conditional:                                      # labels, some dropped to the null class
+            drop = np.random.default_rng([cfg.seed, 5, k]).random(GB) < cfg.p_uncond
+            y = torch.where(torch.from_numpy(drop).to(device), cfg.unet.num_classes, labels[idx])
+            model_kwargs = {"class_labels": y[mine]}
         noise_rng = generator(step_seed(cfg.seed, k, 1), backend="torch", device=device)
         if cfg.flip:
             x0 = random_flip(x0, noise_rng)
@@ -341,7 +361,7 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16):
             target_net = {"cd": target, "ct": target, "ict": model}.get(cfg.method)
             loss = per_pixel * objective.loss(net, x0[mine], draws, _frozen(target_net) if target_net else None,
-                                              teacher_D)
+                                              teacher_D, **model_kwargs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip:
@@ -453,9 +473,12 @@ def default_sampler(config: dict):
 
 @torch.no_grad()
 def sample_images(net, config: dict, n: int, sampler=None, steps=None, seed: int = 0, batch_size: int = 256,
-                  eta: float = 0.0, device=None, progress: bool = False, **sampler_kwargs) -> torch.Tensor:
+                  eta: float = 0.0, device=None, progress: bool = False, class_labels=None,
+                  **sampler_kwargs) -> torch.Tensor:
     """``n`` images from the trained U-Net ``net`` with one of the core's samplers, in the model
-    range [-1, 1]: (n, C, H, W) float32 on the CPU.  Batches are seeded by (seed, batch number)."""
+    range [-1, 1]: (n, C, H, W) float32 on the CPU.  Batches are seeded by (seed, batch number).
+    A class-conditional model draws class ``class_labels[i]`` for image i (default: i mod the
+    number of classes; the null class num_classes gives the unconditional model)."""
     from ..train import SAMPLERS
 
     n = _checks.positive_int("n", n)
@@ -466,6 +489,14 @@ def sample_images(net, config: dict, n: int, sampler=None, steps=None, seed: int
     device = torch.device(device) if device is not None else next(net.parameters()).device
     model = raw_to_model(net, config)
     u = config["unet"]
+    labels = None
+    if config.get("class_conditional"):
+        labels = (torch.arange(n) % u["num_classes"]) if class_labels is None else torch.as_tensor(class_labels)
+        if labels.shape != (n,) or labels.min() < 0 or labels.max() > u["num_classes"]:
+            raise ValueError(f"class_labels must be {n} integers in [0, {u['num_classes']}], got shape "
+                             f"{tuple(labels.shape)}")
+    elif class_labels is not None:
+        raise ValueError("class_labels were given but this model is unconditional")
     chunks = []
     starts = range(0, n, batch_size)
     if progress:
@@ -475,7 +506,8 @@ def sample_images(net, config: dict, n: int, sampler=None, steps=None, seed: int
         b = min(batch_size, n - s)
         rng = generator(step_seed(seed, i, 3), backend="torch", device=device)
         z = rng.randn((b, u["in_channels"], u["image_size"], u["image_size"]), dtype=torch.float32)
-        x = run_sampler(model, config, sampler, steps, eta, z, rng, kwargs=sampler_kwargs)
+        mk = {"class_labels": labels[s:s + b].to(device)} if labels is not None else {}
+        x = run_sampler(model, config, sampler, steps, eta, z, rng, kwargs=sampler_kwargs, model_kwargs=mk)
         chunks.append(x.float().cpu())
     return torch.cat(chunks)
 
