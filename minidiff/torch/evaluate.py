@@ -76,29 +76,24 @@ def image_features(images, network=None, batch_size: int = 500) -> np.ndarray:
     ``features(x)`` (default: the shipped Fashion-MNIST classifier), used in eval mode."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    net = _network(network)
-    x = _as_images("images", images, net)
-    was_training = net.training
-    net.eval()
-    try:
-        device = next(net.parameters()).device
-        out = [net.features(x[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        net.train(was_training)
-    return torch.cat(out).numpy()   # (N, D)
+    return _batched(lambda net, xb: net.features(xb).double(), images, network, batch_size)   # (N, D)
 
 
 @torch.no_grad()
 def class_probabilities(images, network=None, batch_size: int = 500) -> np.ndarray:
     """softmax(logits) (N, num_classes) of the classifier on ``images`` (N, 1, 28, 28) in [-1, 1]."""
+    return _batched(lambda net, xb: torch.softmax(net(xb).double(), dim=1), images, network, batch_size)
+
+
+def _batched(fn, images, network, batch_size: int) -> np.ndarray:
+    """fn(net, batch) over ``images`` in batches, the network in eval mode (restored after)."""
     net = _network(network)
     x = _as_images("images", images, net)
     was_training = net.training
     net.eval()
     try:
         device = next(net.parameters()).device
-        out = [torch.softmax(net(x[i:i + batch_size].to(device)).double(), dim=1).cpu()
-               for i in range(0, len(x), batch_size)]
+        out = [fn(net, x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
     finally:
         net.train(was_training)
     return torch.cat(out).numpy()
