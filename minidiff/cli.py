@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -169,11 +170,12 @@ def _train_images(args):
 
     cfg = _image_config_from(args)
     out = Path(args.out or f"runs/{args.dataset}-{cfg.method}")
-    if int(__import__("os").environ.get("RANK", 0)) == 0:
+    main_process = int(os.environ.get("RANK", 0)) == 0           # under torchrun only rank 0 prints
+    if main_process:
         print(f"minidiff train: {cfg.method} on {cfg.dataset}, preset {args.preset}: {cfg.steps} steps of "
               f"{cfg.batch_size} images | {UNet(cfg.unet).summary()}")
     result = train_images(cfg, out, resume=args.resume, device=args.device)
-    if int(__import__("os").environ.get("RANK", 0)) == 0:
+    if main_process:
         print(f"trained to step {result['steps']} ({result['images_per_second']:.0f} images/s, "
               f"final loss {np.mean(result['losses'][-50:]) if result['losses'] else float('nan'):.4f}); "
               f"checkpoint in {out}/")

@@ -324,7 +324,6 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
         net = torch.compile(net)
 
     objective = Objective(cfg)
-    np_rng_dtype = np.float32
     B, GB = cfg.batch_size, cfg.batch_size * dist.world
     shape = (GB,) + tuple(data.shape[1:])
     mine = slice(dist.rank * B, (dist.rank + 1) * B)                   # this rank's part of the global batch
@@ -352,7 +351,7 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
         if cfg.flip:
             x0 = random_flip(x0, noise_rng)
         z = noise_rng.randn(shape, dtype=torch.float32)                # (GB, C, H, W)
-        draws = objective.draw(generator(step_seed(cfg.seed, k, 1), backend="numpy"), shape, k, np_rng_dtype, z=z)
+        draws = objective.draw(generator(step_seed(cfg.seed, k, 1), backend="numpy"), shape, k, np.float32, z=z)
         draws = {name: (v[mine] if name != "boundaries" else v) for name, v in draws.items()}
         draws = {name: torch.as_tensor(v, device=device) for name, v in draws.items()}
         torch.manual_seed(step_seed(cfg.seed, k, 2) + dist.rank)       # dropout
