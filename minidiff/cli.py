@@ -194,7 +194,8 @@ def _sample_images(args):
     t0 = time.perf_counter()
     n = args.n or 64
     x = sample_images(net, config, n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                      batch_size=args.batch_size, eta=args.eta, progress=True, **_sampler_kwargs(args))
+                      batch_size=args.batch_size, eta=args.eta, progress=True, class_labels=_class_labels(args, n),
+                      guidance=args.guidance, **_sampler_kwargs(args))
     save_image_grid(x, out)
     print(f"{n} samples in {time.perf_counter() - t0:.1f} s; grid in {out}")
     return 0
@@ -204,6 +205,11 @@ def _device(args):
     from .torch.train import pick_device
 
     return pick_device(args.device)
+
+
+def _class_labels(args, n: int):
+    """--class K: every image of class K; else None (sample_images then asks for class i mod K)."""
+    return None if args.class_label is None else np.full(n, args.class_label)
 
 
 def _sampler_kwargs(args) -> dict:
@@ -224,13 +230,16 @@ def cmd_eval(args):
                                 "`minidiff sample` reports 2-D models' distances)")
     net, config = model_from_checkpoint(args.ckpt, device=_device(args), use_ema=not args.no_ema)
     t0 = time.perf_counter()
+    labels = _class_labels(args, args.n)
     x = sample_images(net, config, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                      batch_size=args.batch_size, eta=args.eta, progress=True, **_sampler_kwargs(args))
+                      batch_size=args.batch_size, eta=args.eta, progress=True, class_labels=labels,
+                      guidance=args.guidance, **_sampler_kwargs(args))
     seconds = time.perf_counter() - t0
     accuracy = {}
-    if config.get("class_conditional") and config["dataset"] == "fashion-mnist":   # image i was asked for class i mod 10
+    if config.get("class_conditional") and config["dataset"] == "fashion-mnist":   # image i: class i mod 10 or --class
         from .torch.evaluate import classifier_accuracy
-        accuracy = {"class_accuracy": classifier_accuracy(x, torch.arange(args.n) % config["unet"]["num_classes"])}
+        asked = torch.arange(args.n) % config["unet"]["num_classes"] if labels is None else torch.as_tensor(labels)
+        accuracy = {"class_accuracy": classifier_accuracy(x, asked)}
     extra = {"inception_weights": args.inception_weights} if args.inception_weights else {}
     report = evaluate_images(x, reference=config["dataset"], n_reference=args.n_reference, seed=args.seed,
                              root=config.get("data_root") or None, **extra)
@@ -240,7 +249,7 @@ def cmd_eval(args):
     report.update({"checkpoint": str(args.ckpt), "sampler": args.sampler or d_sampler,
                    "steps": args.steps or (d_steps if not args.sampler or args.sampler == d_sampler else None),
                    "sampling_seconds": seconds, "device": str(next(net.parameters()).device),
-                   "torch": torch.__version__, **accuracy})
+                   "torch": torch.__version__, "guidance": args.guidance, "class": args.class_label, **accuracy})
     ckpt = Path(args.ckpt)
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +267,8 @@ def cmd_sample(args):
     if is_image_checkpoint(args.ckpt):
         return _sample_images(args)
 
+    if args.guidance is not None or args.class_label is not None:
+        raise ValueError("--guidance and --class are for class-conditional image models; this is a 2-D checkpoint")
     params, ema, state = load_toy_checkpoint(args.ckpt)
     out = Path(args.out) if args.out else Path(args.ckpt if Path(args.ckpt).is_dir() else Path(args.ckpt).parent)
     kwargs = _sampler_kwargs(args)
@@ -291,6 +302,12 @@ def _add_sample_args(p, n_default):
     p.add_argument("--s-noise", type=float, default=1.0, help="stochastic: S_noise")
     p.add_argument("--tau", type=float, nargs="+", default=None,
                    help="consistency: the steps - 1 intermediate noise levels (default: Karras steps)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="class-conditional images: classifier-free guidance of strength w (Ho & Salimans eq. 6; "
+                        "0: conditional only; diffusers' guidance_scale is 1 + w)")
+    p.add_argument("--class", dest="class_label", type=int, default=None, metavar="K",
+                   help="class-conditional images: draw class K only (default: image i gets class i mod K; "
+                        "the number of classes itself means 'no class')")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--batch-size", type=int, default=256, help="images: samples per batch")
     p.add_argument("--device", default=None, help="images: cuda, mps or cpu (default: the first available)")

@@ -193,6 +193,20 @@ LESSONS = {
                          "stop_gradient(f_target(x0 + t_n z, t_n))), weighted and averaged"),
                 Exercise("consistency_sample", "minidiff.consistency",
                          "x = f(x_T, T); for each tau: x = f(x + sqrt(tau^2 - eps^2) z, tau)"))),
+        Lesson("08", "08_guidance", "Conditioning and classifier-free guidance",
+               _COMMON_IMPORTS + ("from minidiff.data.toy2d import _mixture_terms",
+                                  "from minidiff.guidance import _check_w"),
+               (Exercise("mixture_class_posterior", "minidiff.data.toy2d",
+                         "log_w from _mixture_terms holds log pi_k N(x; alpha mu_k, C_k), (B, K); "
+                         "return exp(log_w - logsumexp(log_w, axis=1, keepdims=True))"),
+                Exercise("drop_labels", "minidiff.guidance",
+                         "d = xp.int_array(rng.random(B) < p_uncond, like=labels) (1 where dropped); "
+                         "return labels * (1 - d) + null_label * d"),
+                Exercise("guided", "minidiff.guidance", "eq. 6: (1 + w) * cond - w * uncond"),
+                Exercise("classifier_free_guidance", "minidiff.guidance",
+                         "inside guided_model: one model call on xp.concatenate([x, x]), the same for t, and "
+                         "labels [class_labels; null_label repeated B times]; split the output at B and "
+                         "return guided(first half, second half, w)"))),
         Lesson("10", "10_evaluation", "Evaluation: the Frechet distance from scratch, KID, small-sample bias, CLIP-style scores",
                _COMMON_IMPORTS + ("from minidiff.metrics import _covariance, _features, _gaussian",),
                (Exercise("feature_statistics", "minidiff.metrics",

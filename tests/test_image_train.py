@@ -269,4 +269,8 @@ def test_cli_eval_of_a_class_conditional_model_reports_class_accuracy(tmp_path):
                  "--steps", "3", "--sample-every", "0", "--class-conditional", "--out", str(run)]) == 0
     assert main(["eval", "--ckpt", str(run), "--n", "20", "--steps", "2", "--n-reference", "100"]) == 0
     report = json.loads((run / "eval.json").read_text())
-    assert 0.0 <= report["class_accuracy"] <= 1.0
+    assert 0.0 <= report["class_accuracy"] <= 1.0 and report["guidance"] is None
+    assert main(["eval", "--ckpt", str(run), "--n", "20", "--steps", "2", "--n-reference", "100",
+                 "--guidance", "1.5", "--class", "4", "--out", str(run / "guided.json")]) == 0
+    guided = json.loads((run / "guided.json").read_text())
+    assert guided["guidance"] == 1.5 and guided["class"] == 4 and 0.0 <= guided["class_accuracy"] <= 1.0

@@ -58,27 +58,52 @@ class GaussianMixture:
         """log p(x) of the noised marginal (alpha=1, sigma=0: the data density).  (B, d) -> (B,)."""
         return mixture_log_prob(x, self.means, self.vars, self.weights, alpha, sigma)
 
-    def score(self, x, alpha=1.0, sigma=0.0):
-        """grad_x log p(x) of the noised marginal, exact.  (B, d) -> (B, d)."""
-        return mixture_score(x, self.means, self.vars, self.weights, alpha, sigma)
+    @property
+    def null_class(self) -> int:
+        """The label K that means "no class" in ``class_labels`` (the whole mixture)."""
+        return len(self.weights)
 
-    def denoise(self, x, alpha=1.0, sigma=0.0):
-        """The exact denoiser E[x_0 | x] (Tweedie's formula: (x + sigma^2 score) / alpha).
-        alpha, sigma: scalars or (B,), as for ``score``."""
+    def score(self, x, alpha=1.0, sigma=0.0, class_labels=None):
+        """grad_x log p(x) of the noised marginal, exact.  (B, d) -> (B, d).  With
+        ``class_labels`` (B,) ints, grad_x log p(x | c): the score of component c alone, and of
+        the whole mixture where c is ``null_class`` (the classes are the components)."""
+        if class_labels is None:
+            return mixture_score(x, self.means, self.vars, self.weights, alpha, sigma)
+        xp = namespace(x)
+        K = len(self.weights)
+        c = np.asarray(xp.to_numpy(class_labels))
+        if c.shape != (x.shape[0],) or not np.issubdtype(c.dtype, np.integer) or c.min() < 0 or c.max() > K:
+            raise ValueError(f"class_labels must be {x.shape[0]} integers in [0, {K}] ({K}: no class), "
+                             f"got {c.dtype} of shape {c.shape}")
+        _, diff, C = _mixture_terms(x, self.means, self.vars, self.weights, alpha, sigma)
+        r = mixture_class_posterior(x, self.means, self.vars, self.weights, alpha, sigma)   # (B, K) p(k | x)
+        one_hot = np.eye(K + 1)[c][:, :K]                                       # (B, K); null rows all 0
+        given = np.sum(one_hot, axis=1, keepdims=True)                          # (B, 1)
+        r = xp.asarray(given, like=x) * xp.asarray(one_hot, like=x) + xp.asarray(1 - given, like=x) * r
+        return xp.sum(xp.expand_dims(r, 2) * (-diff / C), axis=1)
+
+    def class_posterior(self, x, alpha=1.0, sigma=0.0):
+        """p(c | x) of the noised marginal, the components as classes.  (B, d) -> (B, K)."""
+        return mixture_class_posterior(x, self.means, self.vars, self.weights, alpha, sigma)
+
+    def denoise(self, x, alpha=1.0, sigma=0.0, class_labels=None):
+        """The exact denoiser E[x_0 | x] (Tweedie's formula: (x + sigma^2 score) / alpha), or
+        E[x_0 | x, c] with ``class_labels``.  alpha, sigma: scalars or (B,), as for ``score``."""
         xp = namespace(x)
         if not np.all(np.asarray(xp.to_numpy(xp.asarray(alpha, like=x))) > 0):
             raise ValueError("alpha must be > 0 (the denoiser divides by it)")
         B = x.shape[0]
         a = xp.reshape(xp.asarray(alpha, like=x) * xp.ones((B,), like=x), (B, 1))  # (B,) broadcasts per example
         s = xp.reshape(xp.asarray(sigma, like=x) * xp.ones((B,), like=x), (B, 1))
-        return (x + s ** 2 * self.score(x, alpha, sigma)) / a
+        return (x + s ** 2 * self.score(x, alpha, sigma, class_labels)) / a
 
     def eps_model(self, alpha_bar):
-        """The exact DDPM noise predictor E[eps | x_t] = -sqrt(1 - alpha_bar_t) score, as eps(x, t)."""
-        def eps(x, t, **_):
+        """The exact DDPM noise predictor E[eps | x_t] = -sqrt(1 - alpha_bar_t) score, as
+        eps(x, t, class_labels=None)."""
+        def eps(x, t, class_labels=None):
             xp = namespace(x)
             a = xp.gather(xp.asarray(alpha_bar, like=x), t)
-            return -xp.expand_dims(xp.sqrt(1 - a), 1) * self.score(x, xp.sqrt(a), xp.sqrt(1 - a))
+            return -xp.expand_dims(xp.sqrt(1 - a), 1) * self.score(x, xp.sqrt(a), xp.sqrt(1 - a), class_labels)
         return eps
 
 
@@ -109,6 +134,17 @@ def mixture_score(x, means, variances, weights, alpha=1.0, sigma=0.0):
     log_w, diff, C = _mixture_terms(x, means, variances, weights, alpha, sigma)
     r = xp.exp(log_w - xp.logsumexp(log_w, axis=1, keepdims=True))   # (B, K)
     return xp.sum(xp.expand_dims(r, 2) * (-diff / C), axis=1)
+    # END SOLUTION
+
+
+def mixture_class_posterior(x, means, variances, weights, alpha=1.0, sigma=0.0):
+    """Bayes' rule with the components as classes: p(c = k | x) = pi_k N(x; alpha mu_k, C_k) / p(x),
+    C_k = alpha^2 v_k + sigma^2, computed in log space (softmax over k).
+    x: (B, d); means, variances: (K, d); weights: (K,); alpha, sigma: scalars or (B,).  -> (B, K)."""
+    xp = namespace(x)
+    # BEGIN SOLUTION
+    log_w, _, _ = _mixture_terms(x, means, variances, weights, alpha, sigma)   # (B, K) log pi_k N(x; ...)
+    return xp.exp(log_w - xp.logsumexp(log_w, axis=1, keepdims=True))
     # END SOLUTION
 
 

@@ -31,6 +31,7 @@ from ..backend import generator
 from ..checkpoint import is_image_checkpoint, load_image_checkpoint, save_image_checkpoint
 from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, random_flip, to_model_range
+from ..guidance import classifier_free_guidance, drop_labels
 from ..train import Objective, raw_to_model, run_sampler
 from .unet import UNet, UNetConfig
 
@@ -343,9 +344,8 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
         idx = torch.from_numpy(batch_indices(len(data), GB, cfg.seed, k)).to(device)
         x0 = to_model_range(data[idx])                                 # (GB, C, H, W) in [-1, 1]
         model_kwargs = {}
-        if cfg.class_conditional:                                      # labels, some dropped to the null class
-            drop = np.random.default_rng([cfg.seed, 5, k]).random(GB) < cfg.p_uncond
-            y = torch.where(torch.from_numpy(drop).to(device), cfg.unet.num_classes, labels[idx])
+        if cfg.class_conditional:                                      # CFG Algorithm 1: some labels -> null
+            y = drop_labels(labels[idx], cfg.p_uncond, cfg.unet.num_classes, np.random.default_rng([cfg.seed, 5, k]))
             model_kwargs = {"class_labels": y[mine]}
         noise_rng = generator(step_seed(cfg.seed, k, 1), backend="torch", device=device)
         if cfg.flip:
@@ -473,11 +473,12 @@ def default_sampler(config: dict):
 @torch.no_grad()
 def sample_images(net, config: dict, n: int, sampler=None, steps=None, seed: int = 0, batch_size: int = 256,
                   eta: float = 0.0, device=None, progress: bool = False, class_labels=None,
-                  **sampler_kwargs) -> torch.Tensor:
+                  guidance: float | None = None, **sampler_kwargs) -> torch.Tensor:
     """``n`` images from the trained U-Net ``net`` with one of the core's samplers, in the model
     range [-1, 1]: (n, C, H, W) float32 on the CPU.  Batches are seeded by (seed, batch number).
     A class-conditional model draws class ``class_labels[i]`` for image i (default: i mod the
-    number of classes; the null class num_classes gives the unconditional model)."""
+    number of classes; the null class num_classes gives the unconditional model), with
+    classifier-free guidance of strength ``guidance`` (Ho & Salimans' w; None: no guidance)."""
     from ..train import SAMPLERS
 
     n = _checks.positive_int("n", n)
@@ -496,6 +497,10 @@ def sample_images(net, config: dict, n: int, sampler=None, steps=None, seed: int
                              f"{tuple(labels.shape)}")
     elif class_labels is not None:
         raise ValueError("class_labels were given but this model is unconditional")
+    if guidance is not None:
+        if not config.get("class_conditional"):
+            raise ValueError("guidance needs a class-conditional model (train with --class-conditional)")
+        model = classifier_free_guidance(model, guidance, null_label=u["num_classes"])
     chunks = []
     starts = range(0, n, batch_size)
     if progress:
