@@ -36,7 +36,8 @@ import torch
 
 from minidiff.data.toy2d import sample_toy
 from minidiff.nn import init_mlp
-from minidiff.train import ToyConfig, _NumpyStepper, Objective, _TorchStepper
+from minidiff.methods import Objective
+from minidiff.train import ToyConfig, _NumpyStepper, _TorchStepper
 
 # ``float(loss)`` in _TorchStepper reads a tensor that requires grad; harmless here.
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")

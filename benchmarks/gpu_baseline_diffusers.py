@@ -35,7 +35,8 @@ from torch.nn import functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from unet_vs_diffusers import diffusers_twin  # noqa: E402
 
-from minidiff.torch.train import ImageConfig, lr_at, pick_device  # noqa: E402
+from minidiff.torch.loop import lr_at, pick_device  # noqa: E402
+from minidiff.torch.train import ImageConfig  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

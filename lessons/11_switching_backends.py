@@ -64,7 +64,7 @@ def batch_indices(n_images: int, global_batch: int, seed: int, k: int) -> np.nda
     raise NotImplementedError("EXERCISE batch_indices: write this function (see its docstring)")
 
 
-def lr_at(cfg: ImageConfig, k: int) -> float:
+def lr_at(cfg, k: int) -> float:
     """The learning rate of step k (0-based): a linear warm-up reaching ``cfg.lr`` at step
     ``cfg.warmup - 1``, then constant (EDM Appendix F.3); ``cfg.warmup = 0`` means no warm-up."""
     raise NotImplementedError("EXERCISE lr_at: write this function (see its docstring)")

@@ -1,9 +1,10 @@
-"""Checkpoints.  2-D models: arrays in a NumPy ``.npz`` (loaded with allow_pickle=False) plus a
-JSON of the config and step.  Image models: one safetensors file holding the weights, the EMA,
+"""Checkpoints, every format minidiff writes.  2-D models: arrays in a NumPy ``.npz`` (loaded
+with allow_pickle=False) plus a JSON of the config and step.  PyTorch models (the training loop's): one safetensors file holding the weights, the EMA,
 the optimiser state and a JSON state in its metadata, with a sha256 over all of it.  Every file
 is written atomically (temp file, fsync, then os.replace); nothing is ever unpickled."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -146,3 +147,53 @@ def load_image_checkpoint(path, device="cpu"):
     except (KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"checkpoint {file} has no readable state: {e}") from e
     return tensors, state
+
+
+def json_norm(v):
+    """A value as JSON stores it (tuples become lists, dataclasses dicts), for comparing configs."""
+    return json.loads(json.dumps(v, default=dataclasses.asdict))
+
+
+def module_tensors(modules: dict, opt=None) -> dict:
+    """The tensors of a training state: ``modules`` (name -> nn.Module) under '<name>.' and the
+    optimiser's per-parameter state under 'optim.<index>.'."""
+    import torch
+
+    tensors = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
+    if opt is not None:
+        for i, s in opt.state_dict()["state"].items():
+            for name, v in s.items():
+                tensors[f"optim.{i}.{name}"] = torch.as_tensor(v)
+    return tensors
+
+
+def prefixed(tensors: dict, prefix: str) -> dict:
+    """The tensors saved under '<prefix>.', with the prefix removed."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def load_modules(modules: dict, tensors: dict, file):
+    """Load each module's weights (strictly); another architecture is a ValueError naming it."""
+    for name, module in modules.items():
+        try:
+            module.load_state_dict(prefixed(tensors, name), strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise ValueError(f"checkpoint {file} holds a different architecture than the one asked for ({name}): "
+                             f"{first[0] if first else e}") from None
+
+
+def load_optimizer(opt, tensors: dict, param_groups: list):
+    """Restore an optimiser from the 'optim.' tensors and the saved hyper-parameter groups."""
+    opt_state = {"state": {}, "param_groups": []}
+    for name, v in prefixed(tensors, "optim").items():
+        i, key = name.split(".", 1)
+        opt_state["state"].setdefault(int(i), {})[key] = v
+    if len(param_groups) != len(opt.param_groups):
+        raise ValueError(f"the checkpoint's optimiser has {len(param_groups)} parameter groups, this one "
+                         f"{len(opt.param_groups)}")
+    sizes = np.cumsum([0] + [len(g["params"]) for g in opt.param_groups])
+    opt_state["param_groups"] = [{**g, "params": list(range(a, b))}
+                                 for g, a, b in zip(param_groups, sizes[:-1].tolist(), sizes[1:].tolist())]
+    opt.load_state_dict(opt_state)

@@ -15,29 +15,30 @@ import numpy as np
 def _add_train_args(p, defaults):
     from .data.images import DATASETS as IMAGE_DATASETS
     from .data.toy2d import DATASETS
-    from .train import METHODS
+    from .diffusion import TARGETS
+    from .methods import METHODS, METRICS, SCHEDULES, SCHEMES
 
     p.add_argument("--dataset", default=defaults.dataset, choices=sorted(DATASETS) + list(IMAGE_DATASETS),
                    help="a 2-D dataset, or an image dataset (needs --backend torch)")
     p.add_argument("--method", default=None, choices=METHODS, help="training method (default: ddpm for 2-D "
                    "data, edm for images)")
-    p.add_argument("--target", default=defaults.target, choices=("eps", "x0", "score", "v"),
+    p.add_argument("--target", default=defaults.target, choices=TARGETS,
                    help="method ddpm: what the network predicts")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 8000 for 2-D data, the "
                    "preset's for images)")
     p.add_argument("--batch-size", type=int, default=None, help="(images: per process)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--T", type=int, default=defaults.T, help="diffusion steps")
-    p.add_argument("--schedule", default=defaults.schedule, choices=("linear", "cosine"))
+    p.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULES)
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop training after this many seconds (0: no limit)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--backend", default=defaults.backend, choices=("numpy", "torch"))
-    p.add_argument("--scheme", default=defaults.scheme, choices=("vp", "ve", "iddpm", "edm"),
+    p.add_argument("--scheme", default=defaults.scheme, choices=SCHEMES,
                    help="method edm: which column of EDM's Table 1 (preconditioning, noise levels, weighting)")
     p.add_argument("--teacher", default="", help="method cd: checkpoint folder of an edm model")
     p.add_argument("--cm-N", type=int, default=defaults.cm_N, help="method cd: number of noise levels")
-    p.add_argument("--metric", default=defaults.metric, choices=("l2", "l1", "pseudo_huber"),
+    p.add_argument("--metric", default=defaults.metric, choices=METRICS,
                    help="methods cd, ct: the consistency distance")
     p.add_argument("--out", default=None, help="output folder (checkpoint and plots; default runs/toy or "
                    "runs/<dataset>-<method>)")
@@ -102,11 +103,10 @@ def _sample_and_report(params, config, out: Path, n: int, seed: int, backend: st
     from . import plot
     from .data.toy2d import sample_toy
     from .metrics import sliced_wasserstein
-    from .train import sample_from_params
+    from .train import ToyConfig, sample_from_params
 
-    from .train import default_sampler
-
-    sampler = sampler or default_sampler(config)[0]
+    config = ToyConfig.from_dict(config)
+    sampler = sampler or config.default_sampler()[0]
     frames, labels = [], []
 
     def keep(info):
@@ -119,14 +119,14 @@ def _sample_and_report(params, config, out: Path, n: int, seed: int, backend: st
                                  eta=eta, callback=keep if gif else None, progress=True, **(sampler_kwargs or {}))
     seconds = time.perf_counter() - t0
     # like with like: the model's distance to 5 fresh data sets against 5 data-vs-data pairs
-    data = [sample_toy(config["dataset"], n, 10_000 + seed + i) for i in range(5)]
-    fresh = [sample_toy(config["dataset"], n, 20_000 + seed + i) for i in range(5)]
+    data = [sample_toy(config.dataset, n, 10_000 + seed + i) for i in range(5)]
+    fresh = [sample_toy(config.dataset, n, 20_000 + seed + i) for i in range(5)]
     swd = float(np.mean([sliced_wasserstein(samples, d) for d in data]))
     floor = float(np.mean([sliced_wasserstein(f, d) for f, d in zip(fresh, data)]))
     data = data[0]
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "samples.npy", samples)
-    plot.compare(samples, data, out / "samples.png", titles=(f"{config['dataset']} (data)", f"{sampler} samples"))
+    plot.compare(samples, data, out / "samples.png", titles=(f"{config.dataset} (data)", f"{sampler} samples"))
     report = {"n": n, "sampler": sampler, "steps": steps, "sliced_wasserstein": swd, "data_floor": floor,
               "ratio": swd / floor, "sampling_seconds": seconds}
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
@@ -166,7 +166,8 @@ def _train_images(args):
     if args.backend != "torch":
         raise ValueError(f"dataset {args.dataset!r} is an image dataset: image models train on the PyTorch "
                          "backend, pass --backend torch")
-    from .torch.train import UNet, train_images
+    from .torch.train import train_images
+    from .torch.unet import UNet
 
     cfg = _image_config_from(args)
     out = Path(args.out or f"runs/{args.dataset}-{cfg.method}")
@@ -183,8 +184,9 @@ def _train_images(args):
 
 
 def _sample_images(args):
-    from .torch.train import model_from_checkpoint, sample_images
     from .plot import save_image_grid
+    from .torch.sampling import sample_images
+    from .torch.train import model_from_checkpoint
 
     net, config = model_from_checkpoint(args.ckpt, device=_device(args), use_ema=not args.no_ema)
     ckpt = Path(args.ckpt)
@@ -202,7 +204,7 @@ def _sample_images(args):
 
 
 def _device(args):
-    from .torch.train import pick_device
+    from .torch.loop import pick_device
 
     return pick_device(args.device)
 
@@ -223,7 +225,8 @@ def cmd_eval(args):
 
     from .checkpoint import is_image_checkpoint
     from .torch.evaluate import evaluate_images
-    from .torch.train import model_from_checkpoint, sample_images
+    from .torch.sampling import sample_images
+    from .torch.train import model_from_checkpoint
 
     if not is_image_checkpoint(args.ckpt):
         raise FileNotFoundError(f"no image checkpoint at {args.ckpt} (eval is for image models; "
@@ -236,16 +239,14 @@ def cmd_eval(args):
                       guidance=args.guidance, **_sampler_kwargs(args))
     seconds = time.perf_counter() - t0
     accuracy = {}
-    if config.get("class_conditional") and config["dataset"] == "fashion-mnist":   # image i: class i mod 10 or --class
+    if config.class_conditional and config.dataset == "fashion-mnist":   # image i: class i mod 10 or --class
         from .torch.evaluate import classifier_accuracy
-        asked = torch.arange(args.n) % config["unet"]["num_classes"] if labels is None else torch.as_tensor(labels)
+        asked = torch.arange(args.n) % config.unet.num_classes if labels is None else torch.as_tensor(labels)
         accuracy = {"class_accuracy": classifier_accuracy(x, asked)}
     extra = {"inception_weights": args.inception_weights} if args.inception_weights else {}
-    report = evaluate_images(x, reference=config["dataset"], n_reference=args.n_reference, seed=args.seed,
-                             root=config.get("data_root") or None, **extra)
-    from .torch.train import default_sampler
-
-    d_sampler, d_steps = default_sampler(config)
+    report = evaluate_images(x, reference=config.dataset, n_reference=args.n_reference, seed=args.seed,
+                             root=config.data_root or None, **extra)
+    d_sampler, d_steps = config.default_sampler()
     report.update({"checkpoint": str(args.ckpt), "sampler": args.sampler or d_sampler,
                    "steps": args.steps or (d_steps if not args.sampler or args.sampler == d_sampler else None),
                    "sampling_seconds": seconds, "device": str(next(net.parameters()).device),
@@ -284,13 +285,15 @@ def cmd_check(args):
 
 
 def _add_sample_args(p, n_default):
+    from .methods import ALL_SAMPLERS
+
     p.add_argument("--ckpt", required=True, help="checkpoint folder (or its model.npz / checkpoint.safetensors)")
     p.add_argument("--n", type=int, default=n_default, help="number of samples (default: 2000 for 2-D, "
                    "64 for images)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="numpy", choices=("numpy", "torch"), help="2-D models: the backend")
     p.add_argument("--sampler", default=None,
-                   choices=("ddpm", "ddim", "euler", "heun", "stochastic", "consistency"),
+                   choices=ALL_SAMPLERS,
                    help="default: heun for edm models, consistency for cd/ct/ict, ddpm (2-D) or ddim (images) "
                         "for ddpm models")
     p.add_argument("--steps", type=int, default=None,

@@ -233,10 +233,10 @@ LESSONS = {
                 Exercise("image_grid", "minidiff.plot",
                          "rows = ceil(N / nrow); a grid full of 255 of shape (C, pad + rows (H + pad), "
                          "pad + nrow (W + pad)); image i goes to row i // nrow, column i % nrow"),
-                Exercise("batch_indices", "minidiff.torch.train",
+                Exercise("batch_indices", "minidiff.torch.loop",
                          "epoch, j = divmod(k, n_images // global_batch); the epoch's permutation from "
                          "np.random.default_rng([seed, 0, epoch]); return its slice j"),
-                Exercise("lr_at", "minidiff.torch.train",
+                Exercise("lr_at", "minidiff.torch.loop",
                          "cfg.lr * min(1, (k + 1) / max(cfg.warmup, 1))"))),
     )
 }

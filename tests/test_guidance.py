@@ -78,7 +78,8 @@ def conditional_run(tmp_path_factory):
 def test_guided_image_sampling_interpolates_between_the_conditional_and_unconditional_model(conditional_run):
     import torch
 
-    from minidiff.torch.train import model_from_checkpoint, sample_images
+    from minidiff.torch.sampling import sample_images
+    from minidiff.torch.train import model_from_checkpoint
 
     net, config = model_from_checkpoint(conditional_run)
     labels = [0, 1, 2, 3]
@@ -94,7 +95,8 @@ def test_guided_image_sampling_interpolates_between_the_conditional_and_uncondit
 
 def test_guidance_needs_a_class_conditional_image_model(tmp_path):
     pytest.importorskip("torch")
-    from minidiff.torch.train import ImageConfig, model_from_checkpoint, sample_images, train_images
+    from minidiff.torch.sampling import sample_images
+    from minidiff.torch.train import ImageConfig, model_from_checkpoint, train_images
 
     cfg = ImageConfig.from_preset("tiny", dataset="digits", sample_every=0, steps=1)
     net, config = model_from_checkpoint(train_images(cfg, tmp_path, progress=False)["checkpoint"])

@@ -17,8 +17,9 @@ pytest.importorskip("safetensors")
 pytest.importorskip("sklearn")
 
 from minidiff.checkpoint import load_image_checkpoint, save_image_checkpoint  # noqa: E402
-from minidiff.torch.train import (ImageConfig, batch_indices, model_from_checkpoint, sample_images,  # noqa: E402
-                                  train_images)
+from minidiff.torch.loop import batch_indices  # noqa: E402
+from minidiff.torch.sampling import sample_images  # noqa: E402
+from minidiff.torch.train import ImageConfig, model_from_checkpoint, train_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +164,7 @@ def test_wrong_image_size_for_the_model_is_named(tmp_path):
 
 @pytest.mark.parametrize("field,value,match", [("dataset", "cifar", "dataset must be one of"),
                                                ("method", "gan", "method must be one of"),
-                                               ("lr", -1.0, "lr must be > 0"),
+                                               ("lr", -1.0, "lr must be a finite number > 0"),
                                                ("batch_size", 0, "batch_size")])
 def test_bad_config_is_named(tmp_path, field, value, match):
     with pytest.raises(ValueError, match=match):

@@ -66,6 +66,12 @@ def adam_update(params, grads, state, lr: float = 1e-3, b1: float = 0.9, b2: flo
     # END SOLUTION
 
 
+def ema_warmup(decay: float, k: int) -> float:
+    """The EMA decay used at step k (0-based): min(decay, (1 + k) / (10 + k)), so that early on the
+    average does not hold on to the random initial weights."""
+    return min(decay, (1 + k) / (10 + k))
+
+
 def ema_update(ema_params, params, decay: float = 0.999):
     """Exponential moving average of the weights: ema = decay ema + (1 - decay) params."""
     if not 0 <= decay <= 1:

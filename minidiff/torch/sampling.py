@@ -1,0 +1,74 @@
+"""Sampling a trained image model with the core's samplers (``minidiff.methods.run_sampler``),
+in batches seeded by (seed, batch number), with class labels and classifier-free guidance."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import _checks
+from ..backend import generator
+from ..guidance import classifier_free_guidance
+from ..methods import MethodConfig, raw_to_model, resolve_sampler, run_sampler
+from .loop import step_seed
+
+
+def _class_labels(cfg, n: int, class_labels):
+    """(n,) labels for a class-conditional model (default: image i gets class i mod K), else None."""
+    K = cfg.unet.num_classes
+    if not cfg.class_conditional:
+        if class_labels is not None:
+            raise ValueError("class_labels were given but this model is unconditional")
+        return None
+    labels = (torch.arange(n) % K) if class_labels is None else torch.as_tensor(class_labels)
+    if labels.shape != (n,) or labels.min() < 0 or labels.max() > K:
+        raise ValueError(f"class_labels must be {n} integers in [0, {K}], got shape {tuple(labels.shape)}")
+    return labels
+
+
+@torch.no_grad()
+def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, batch_size: int = 256,
+                  eta: float = 0.0, device=None, progress: bool = False, class_labels=None,
+                  guidance: float | None = None, **sampler_kwargs) -> torch.Tensor:
+    """``n`` images from the trained U-Net ``net`` with one of the core's samplers, in the model
+    range [-1, 1]: (n, C, H, W) float32 on the CPU.  ``config``: the run's ``ImageConfig`` (as
+    ``model_from_checkpoint`` returns it).  A class-conditional model draws class
+    ``class_labels[i]`` for image i (default: i mod the number of classes; the null class
+    num_classes gives the unconditional model), with classifier-free guidance of strength
+    ``guidance`` (Ho & Salimans' w; None: no guidance)."""
+    if not isinstance(config, MethodConfig) or not hasattr(config, "unet"):
+        raise TypeError(f"config must be the run's ImageConfig (model_from_checkpoint returns it), "
+                        f"got {type(config).__name__}")
+    n = _checks.positive_int("n", n)
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    sampler, steps = resolve_sampler(config, sampler, steps)
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    model = raw_to_model(net, config)
+    labels = _class_labels(config, n, class_labels)
+    if guidance is not None:
+        if not config.class_conditional:
+            raise ValueError("guidance needs a class-conditional model (train with --class-conditional)")
+        model = classifier_free_guidance(model, guidance, null_label=config.unet.num_classes)
+    u, chunks, starts = config.unet, [], range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=f"sampling {n} ({sampler}, {steps} steps)")
+    for i, s in enumerate(starts):
+        b = min(batch_size, n - s)
+        rng = generator(step_seed(seed, i, 3), backend="torch", device=device)
+        z = rng.randn((b, u.in_channels, u.image_size, u.image_size), dtype=torch.float32)   # (b, C, H, W)
+        mk = {"class_labels": labels[s:s + b].to(device)} if labels is not None else {}
+        x = run_sampler(model, config, sampler, steps, eta, z, rng, kwargs=sampler_kwargs, model_kwargs=mk)
+        chunks.append(x.float().cpu())
+    return torch.cat(chunks)
+
+
+def save_grid(net, config, path, n: int = 64, seed: int = 0, device=None, **kwargs) -> Path:
+    """Sample ``n`` images and save them as one PNG grid."""
+    from ..plot import save_image_grid
+
+    was_training = net.training
+    net.eval()
+    x = sample_images(net, config, n, seed=seed, device=device, **kwargs)
+    net.train(was_training)
+    return save_image_grid(x, path)
