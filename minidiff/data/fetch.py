@@ -156,8 +156,11 @@ def _apt_install(progress: bool) -> bool:
     quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if subprocess.run(install, **quiet).returncode == 0:
         return True
-    return (subprocess.run(["apt-get", "update", "-qq"], **quiet).returncode == 0
-            and subprocess.run(install, **quiet).returncode == 0)
+    if (subprocess.run(["apt-get", "update", "-qq"], **quiet).returncode == 0
+            and subprocess.run(install, **quiet).returncode == 0):
+        return True
+    _say(progress, f"Fashion-MNIST: apt-get could not install {APT_PACKAGE}; downloading instead")
+    return False
 
 
 def ensure_fashion_mnist(dest=None, base_url: str | None = None, apt: bool = True,
