@@ -26,7 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
-DATA_ENV = "MINIDIFF_DATA"  # the cache folder; default ~/.cache/minidiff
+from .images import DATA_ENV, _fashion_mnist_dir, cache_dir, fashion_mnist_cache
+
 APT_PACKAGE = "dataset-fashion-mnist"
 
 
@@ -60,16 +61,6 @@ FASHION_MNIST_URLS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 )
 _CHUNK = 1 << 20
-
-
-def cache_dir() -> Path:
-    """The download cache: $MINIDIFF_DATA, else ~/.cache/minidiff."""
-    return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "minidiff")
-
-
-def fashion_mnist_cache() -> Path:
-    """Where a download of Fashion-MNIST goes, and where the loader looks last."""
-    return cache_dir() / "fashion-mnist"
 
 
 def digests(path) -> tuple[str, str]:
@@ -172,7 +163,6 @@ def ensure_fashion_mnist(dest=None, base_url: str | None = None, apt: bool = Tru
     locations (tests serve files from 127.0.0.1).  apt: allow step 2.  progress: a tqdm bar per
     file and a line per step on stdout.  Raises OSError (network) or ValueError (checksum).
     """
-    from .images import _fashion_mnist_dir
 
     if dest is None:
         try:

@@ -18,6 +18,7 @@ import numpy as np
 
 FASHION_MNIST_ENV = "MINIDIFF_FASHION_MNIST"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+DATA_ENV = "MINIDIFF_DATA"   # the cache that `minidiff data` downloads into (default ~/.cache/minidiff)
 FASHION_MNIST_FILES = {  # split -> (images, labels), the names Debian (and Zalando) ship
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -74,14 +75,22 @@ def write_idx(path, array) -> None:
         f.write(data)
 
 
+def cache_dir() -> Path:
+    """The download cache: $MINIDIFF_DATA, else ~/.cache/minidiff."""
+    return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "minidiff")
+
+
+def fashion_mnist_cache() -> Path:
+    """Where ``minidiff data fashion-mnist`` downloads to, and where the loader looks last."""
+    return cache_dir() / "fashion-mnist"
+
+
 # ----------------------------------------------------------------------------------------------
 # The loaders.  Each returns uint8 images (N, C, H, W) and int64 labels (N,).
 
 def _fashion_mnist_dir(root):
     """The first of: ``root``, $MINIDIFF_FASHION_MNIST, Debian's folder, the download cache
     ($MINIDIFF_DATA/fashion-mnist, see ``minidiff.data.fetch``), that holds all four files."""
-    from .fetch import fashion_mnist_cache
-
     candidates = [Path(p) for p in (root, os.environ.get(FASHION_MNIST_ENV)) if p] + [FASHION_MNIST_DIR,
                                                                                       fashion_mnist_cache()]
     needed = [name for pair in FASHION_MNIST_FILES.values() for name in pair]

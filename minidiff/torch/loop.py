@@ -48,6 +48,9 @@ class LoopConfig:
     # Fields that may change between a run and its --resume (everything else must match).
     RESUMABLE_CHANGES = ("steps", "max_seconds", "ckpt_every", "sample_every", "n_grid", "compile")
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
     def validate_loop(self):
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
