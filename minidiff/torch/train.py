@@ -99,10 +99,10 @@ class ImageConfig(MethodConfig, LoopConfig):
         preset = dict(PRESETS[name])
         levels = preset.pop("attention_levels")
         fields = {**preset, **{k: v for k, v in overrides.items() if k != "unet"}}
-        C, size = DATASET_SHAPES.get(fields.get("dataset", "fashion-mnist"), (1, 28))
+        C, size = DATASET_SHAPES.get(fields.get("dataset", cls.dataset), (1, 28))
         unet = {"in_channels": C, "image_size": size, **preset["unet"], **overrides.get("unet", {})}
         if fields.get("class_conditional") and "num_classes" not in overrides.get("unet", {}):
-            unet["num_classes"] = NUM_CLASSES.get(fields.get("dataset", "fashion-mnist"))
+            unet["num_classes"] = NUM_CLASSES.get(fields.get("dataset", cls.dataset))
         if "attention_resolutions" not in overrides.get("unet", {}):
             res = [unet["image_size"] // 2 ** i for i in range(len(unet["channel_mults"]))]
             unet["attention_resolutions"] = tuple(sorted({res[i] for i in levels}))
