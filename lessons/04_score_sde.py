@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from minidiff import _checks
 from minidiff.backend import namespace
-from minidiff.sde import _t_like, perturb, probability_flow_drift, reverse_drift
-from minidiff.backend import vjp
+from minidiff.sde import _t_like, perturb
 
 
 def vp_sde(x, t, beta_min: float = 0.1, beta_max: float = 20.0):
