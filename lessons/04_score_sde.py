@@ -63,7 +63,7 @@ def langevin_step(score_model, x, t: float, snr: float, noise, alpha: float = 1.
 def divergence_hutchinson(fun, x, probe):
     """Hutchinson's estimator (Hutchinson 1990; Grathwohl et al. 2019): div fun(x) ~ z^T J z with
     E[z z^T] = I (Rademacher or Gaussian ``probe``, shaped like x).  (B, ...) -> (B,)."""
-    from .backend import vjp
+    from minidiff.backend import vjp
 
     xp = namespace(x)
     raise NotImplementedError("EXERCISE divergence_hutchinson: write this function (see its docstring)")

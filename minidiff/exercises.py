@@ -145,10 +145,20 @@ def stub_source(exercise: Exercise) -> str:
         elif _END.match(line):
             inside = False
         elif not inside:
-            out.append(line)
+            out.append(_absolute_import(line, exercise.module))
     if not found or inside:
         raise ValueError(f"{exercise.module}.{exercise.name} has no complete BEGIN/END SOLUTION block")
     return "\n".join(out) + "\n"
+
+
+def _absolute_import(line: str, module: str) -> str:
+    """``from .backend import vjp`` inside a reference -> ``from minidiff.backend import vjp``:
+    the stub is a file of its own, where a relative import has no package to start from."""
+    m = re.match(r"^(\s*from )(\.+[\w.]*)( import .*)$", line)
+    if m is None:
+        return line
+    package = importlib.import_module(module).__package__
+    return m.group(1) + importlib.util.resolve_name(m.group(2), package) + m.group(3)
 
 
 def render_stub(lesson: Lesson) -> str:

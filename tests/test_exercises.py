@@ -25,6 +25,12 @@ def test_every_exercise_check_fails_on_the_untouched_stub(stub_cases):
     assert not_failing == [], f"these checks do not fail on the blank stub: {not_failing}"
 
 
+def test_the_stub_fails_cleanly_with_its_own_not_implemented_error(stub_cases):
+    # not an ImportError, a NameError or a broken signature: the blank file reads "not written yet"
+    unclean = [(o.nodeid, o.status, o.message) for o in stub_cases if o.status != "stub"]
+    assert unclean == []
+
+
 def test_every_exercise_has_checks_and_every_check_names_its_exercise(stub_cases):
     untagged = [o.nodeid for o in stub_cases if o.exercise is None]
     assert untagged == [], f"checks without @pytest.mark.exercise: {untagged}"
