@@ -138,6 +138,7 @@ def test_one_step_sampling_is_one_evaluation(ex):
     out = ex.consistency_sample(f, x_T, [], np.zeros_like, T=80.0)
     np.testing.assert_allclose(out, 40.0)
     assert len(calls) == 1
+    np.testing.assert_allclose(calls[0], 80.0, err_msg="one step: f evaluated at the top noise level T")
 
 
 @exercise("consistency_sample")
