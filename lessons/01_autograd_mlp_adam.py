@@ -13,9 +13,7 @@ import math
 
 import numpy as np
 
-from minidiff import _checks
 from minidiff.backend import namespace
-from minidiff.nn.mlp import sinusoidal_embedding
 from minidiff.nn.optim import _map, global_norm
 
 

@@ -9,13 +9,12 @@ the lines that are not NotImplementedError are given to you.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from minidiff import _checks
 from minidiff.backend import namespace
-from minidiff.diffusion import TARGETS, _coef, q_posterior, q_sample, target_of
+from minidiff.diffusion import _coef, q_sample, target_of
+from minidiff.losses import TARGETS
 from minidiff.samplers import ddpm_sigma2
 
 

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from minidiff import _checks
 from minidiff.backend import namespace
-from minidiff.sde import _t_like, perturb, probability_flow_drift, reverse_drift
-from minidiff.backend import vjp
+from minidiff.sde import _t_like, perturb
 
 
 def vp_sde(x, t, beta_min: float = 0.1, beta_max: float = 20.0):
@@ -67,7 +63,7 @@ def langevin_step(score_model, x, t: float, snr: float, noise, alpha: float = 1.
 def divergence_hutchinson(fun, x, probe):
     """Hutchinson's estimator (Hutchinson 1990; Grathwohl et al. 2019): div fun(x) ~ z^T J z with
     E[z z^T] = I (Rademacher or Gaussian ``probe``, shaped like x).  (B, ...) -> (B,)."""
-    from .backend import vjp
+    from minidiff.backend import vjp
 
     xp = namespace(x)
     raise NotImplementedError("EXERCISE divergence_hutchinson: write this function (see its docstring)")

@@ -15,7 +15,7 @@ import numpy as np
 
 from minidiff import _checks
 from minidiff.backend import namespace
-from minidiff.samplers import SPACINGS, _check_timesteps, _checked_model_output, ddim_sigma
+from minidiff.samplers import SPACINGS, _check_timesteps, _checked_model_output
 
 
 def ddim_timesteps(T: int, n_steps: int, spacing: str = "leading") -> np.ndarray:

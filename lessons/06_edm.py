@@ -15,7 +15,7 @@ import numpy as np
 
 from minidiff import _checks
 from minidiff.backend import namespace
-from minidiff.samplers import _checked_denoiser, to_d
+from minidiff.samplers import _checked_denoiser
 
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> np.ndarray:

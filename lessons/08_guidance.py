@@ -9,11 +9,8 @@ the lines that are not NotImplementedError are given to you.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from minidiff import _checks
 from minidiff.backend import namespace
 from minidiff.data.toy2d import _mixture_terms
 from minidiff.guidance import _check_w

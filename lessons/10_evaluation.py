@@ -9,12 +9,9 @@ the lines that are not NotImplementedError are given to you.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from minidiff import _checks
-from minidiff.backend import namespace
 from minidiff.metrics import _covariance, _features, _gaussian
 
 

@@ -279,8 +279,10 @@ def cmd_sample(args):
 
 
 def cmd_check(args):
-    from .check import run_check
+    from .check import run_check, show_hint
 
+    if args.hint:
+        return show_hint(args.lesson, args.hint)
     return run_check(args.lesson, impl=args.impl)
 
 
@@ -373,10 +375,13 @@ def build_parser():
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("check", help="check your exercises for lesson NN",
-                       description="Run lesson NN's checks on lessons/NN_*.py and print one line per exercise.")
+                       description="Run lesson NN's checks on lessons/NN_*.py and print one line per exercise: "
+                       "PASS, not written yet, or FAIL with the property that broke.")
     p.add_argument("lesson", help="lesson number, e.g. 03")
     p.add_argument("--impl", default="lesson", choices=("lesson", "reference", "stub"),
                    help="what to check: your file (default), the reference, or a blank stub")
+    p.add_argument("--hint", default=None, metavar="NAME",
+                   help="print the formula-level hint of exercise NAME (e.g. ddpm_step) instead of checking")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("data", help="install or download a dataset (fashion-mnist)",

@@ -25,6 +25,8 @@ def consistency_coefficients(t, sigma_data: float = 0.5, eps: float = 0.002):
     c_noise = ln(t) / 4 as in EDM.  t: (B,) -> four (B,) arrays."""
     xp = namespace(t)
     # BEGIN SOLUTION
+    # hint: c_skip = sd^2/((t-eps)^2 + sd^2), c_out = sd (t-eps)/sqrt(sd^2 + t^2): c_skip(eps) = 1,
+    # hint: c_out(eps) = 0; c_in, c_noise as in EDM
     c_skip = sigma_data ** 2 / ((t - eps) ** 2 + sigma_data ** 2)
     c_out = sigma_data * (t - eps) / xp.sqrt(sigma_data ** 2 + t ** 2)
     c_in = 1 / xp.sqrt(t ** 2 + sigma_data ** 2)
@@ -67,6 +69,7 @@ def ct_schedule(k: int, K: int, s0: int = 2, s1: int = 150, mu0: float = 0.9):
     if K < 1 or not 0 <= k <= K:
         raise ValueError(f"need 0 <= k <= K and K >= 1, got k={k}, K={K}")
     # BEGIN SOLUTION
+    # hint: N = ceil(sqrt(k/K ((s1+1)^2 - s0^2) + s0^2) - 1) + 1 and mu = exp(s0 ln(mu0) / N)
     N = math.ceil(math.sqrt(k / K * ((s1 + 1) ** 2 - s0 ** 2) + s0 ** 2) - 1) + 1
     mu = math.exp(s0 * math.log(mu0) / N)
     return N, mu
@@ -101,6 +104,8 @@ def distance(x, y, metric: str = "l2", c=None):
     _checks.choice("metric", metric, ("l2", "l1", "pseudo_huber"))
     xp = namespace(x, y)
     # BEGIN SOLUTION
+    # hint: per example over the flattened data dims: 'l2' sum of squares, 'l1' sum of |.|,
+    # hint: 'pseudo_huber' sqrt(|x-y|^2 + c^2) - c with c = 0.00054 sqrt(d) by default
     diff = xp.reshape(x - y, (x.shape[0], -1))
     if metric == "l2":
         return xp.sum(diff * diff, axis=1)
@@ -128,6 +133,8 @@ def cd_loss(f, f_target, teacher_D, x0, n, z, boundaries, metric: str = "l2", we
     (its output is treated as a constant).  x0, z: (B, ...); n: (B,) integers."""
     xp = namespace(x0, z)
     # BEGIN SOLUTION
+    # hint: x_next = x0 + t_{n+1} z; one Heun step of the teacher from t_{n+1} to t_n gives x_hat;
+    # hint: mean of w * distance(f(x_next, t_{n+1}), stop_gradient(f_target(x_hat, t_n)))
     t_next = _gather(xp, boundaries, n + 1, x0)
     t_cur = _gather(xp, boundaries, n, x0)
     nd = x0.ndim
@@ -149,6 +156,8 @@ def ct_loss(f, f_target, x0, n, z, boundaries, metric: str = "l2", weight=None, 
     For iCT pass f_target = f (no EMA), metric='pseudo_huber' and weight = 1 / (t_{n+1} - t_n)."""
     xp = namespace(x0, z)
     # BEGIN SOLUTION
+    # hint: the same z at both levels: distance(f(x0 + t_{n+1} z, t_{n+1}),
+    # hint: stop_gradient(f_target(x0 + t_n z, t_n))), weighted and averaged
     t_next = _gather(xp, boundaries, n + 1, x0)
     t_cur = _gather(xp, boundaries, n, x0)
     nd = x0.ndim
@@ -186,6 +195,7 @@ def consistency_sample(f, x_T, taus, randn_like, T: float = 80.0, eps: float = 0
     if any(b >= a for a, b in zip(taus, taus[1:])):
         raise ValueError("taus must be strictly decreasing")
     # BEGIN SOLUTION
+    # hint: x = f(x_T, T); for each tau: x = f(x + sqrt(tau^2 - eps^2) z, tau)
     x = f(x_T, T, **kwargs)
     if callback is not None:
         callback({"x": x, "i": 0, "t": T})

@@ -25,6 +25,8 @@ def q_sample(x0, t, alpha_bar, noise):
     _checks.batch_of("t", t, x0)
     xp = namespace(x0, noise)
     # BEGIN SOLUTION
+    # hint: DDPM eq. 4 with a = alpha_bar[t] shaped (B, 1): sqrt(a) x0 + sqrt(1 - a) noise (use
+    # hint: _coef(alpha_bar, t, x0))
     a = _coef(alpha_bar, t, x0)
     return xp.sqrt(a) * x0 + xp.sqrt(1 - a) * noise
     # END SOLUTION
@@ -43,6 +45,8 @@ def q_posterior(x0, x_t, t, betas):
     _checks.timesteps(t, len(betas))
     xp = namespace(x0, x_t)
     # BEGIN SOLUTION
+    # hint: DDPM eq. 7: build the two mean coefficients and the variance as (T,) tables
+    # hint: (alpha_bar_prev starts at 1), then index them with _coef
     alpha_bar = np.cumprod(1 - betas)
     alpha_bar_prev = np.append(1.0, alpha_bar[:-1])
     coef_x0 = np.sqrt(alpha_bar_prev) * betas / (1 - alpha_bar)
@@ -57,6 +61,7 @@ def eps_to_x0(x_t, t, eps, alpha_bar):
     """Invert eq. (4): x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
     xp = namespace(x_t, eps)
     # BEGIN SOLUTION
+    # hint: solve eq. 4 for x0: (x_t - sqrt(1 - a) eps) / sqrt(a), a = _coef(alpha_bar, t, x_t)
     a = _coef(alpha_bar, t, x_t)
     return (x_t - xp.sqrt(1 - a) * eps) / xp.sqrt(a)
     # END SOLUTION
@@ -73,6 +78,7 @@ def eps_to_score(eps, t, alpha_bar):
     """Tweedie's formula (Luo 2022, "Three Equivalent Interpretations"): grad log q(x_t) = -eps / sqrt(1 - alpha_bar_t)."""
     xp = namespace(eps)
     # BEGIN SOLUTION
+    # hint: score = -eps / sqrt(1 - alpha_bar_t)
     return -eps / xp.sqrt(1 - _coef(alpha_bar, t, eps))
     # END SOLUTION
 

@@ -27,6 +27,8 @@ def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
     # BEGIN SOLUTION
+    # hint: eq. 5: interpolate linearly between sigma_max^(1/rho) and sigma_min^(1/rho) over N
+    # hint: points (i/(N-1)), then raise to the power rho
     ramp = np.linspace(0, 1, n) if n > 1 else np.zeros(1)
     inv_rho = 1.0 / rho
     return (sigma_max ** inv_rho + ramp * (sigma_min ** inv_rho - sigma_max ** inv_rho)) ** rho
@@ -95,6 +97,8 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
     c_noise = ln(sigma) / 4.  sigma: (B,) -> four (B,) arrays."""
     xp = namespace(sigma)
     # BEGIN SOLUTION
+    # hint: Table 1, EDM column: c_skip = sd^2/(s^2+sd^2), c_out = s sd/sqrt(s^2+sd^2), c_in =
+    # hint: 1/sqrt(s^2+sd^2), c_noise = ln(s)/4
     total = sigma ** 2 + sigma_data ** 2
     c_skip = sigma_data ** 2 / total
     c_out = sigma * sigma_data / xp.sqrt(total)
@@ -208,6 +212,8 @@ def denoiser_loss(D, x0, sigma, noise, weight, **kwargs):
     summed over data dimensions.  sigma: (B,), noise like x0, weight = lambda(sigma) (B,)."""
     xp = namespace(x0, noise)
     # BEGIN SOLUTION
+    # hint: eq. 2: x = x0 + sigma n; squared error of D(x, sigma) - x0 summed per example, times
+    # hint: lambda(sigma), averaged over the batch
     s = xp.asarray(sigma, like=x0)
     x = x0 + xp.append_dims(s, x0.ndim) * noise
     err = xp.sum(xp.reshape(xp.square(D(x, s, **kwargs) - x0), (x0.shape[0], -1)), axis=1)

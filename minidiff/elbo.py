@@ -25,6 +25,7 @@ def gaussian_kl(mean1, var1, mean2, var2):
     like = mean1 if xp.is_array(mean1) else mean2
     var1, var2 = xp.asarray(var1, like=like), xp.asarray(var2, like=like)  # python-float variances on torch
     # BEGIN SOLUTION
+    # hint: 0.5 (log(var2/var1) + (var1 + (mean1 - mean2)^2) / var2 - 1)
     return 0.5 * (xp.log(var2 / var1) + (var1 + xp.square(mean1 - mean2)) / var2 - 1.0)
     # END SOLUTION
 

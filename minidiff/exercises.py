@@ -4,12 +4,15 @@ and the switch between the reference and the learner's file.
 The reference solution of an exercise is the function in ``minidiff`` itself; its body marks
 the part a learner writes with ``# BEGIN SOLUTION`` / ``# END SOLUTION`` (as nbgrader does).
 ``lessons/NN_topic.py`` is generated from those functions with the marked part replaced by
-``raise NotImplementedError(...)``; ``python -m minidiff.exercises --check`` fails when a
-committed stub is out of date.
+``raise NotImplementedError(...)``, its import header derived from the names the solutions read;
+``python -m minidiff.exercises --check`` fails when a committed stub is out of date. A solution
+block starts with ``# hint:`` lines, the formula-level hint `minidiff check NN --hint NAME` prints;
+being inside the block, they never reach the stub.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import importlib
 import importlib.util
@@ -27,10 +30,14 @@ STUB_MARK = "EXERCISE"  # every stub's NotImplementedError message starts with t
 class Exercise:
     name: str        # the function's name, in the lesson file and in ``module``
     module: str      # where the reference lives, e.g. "minidiff.diffusion"
-    hint: str        # one line shown by `minidiff check` when the exercise fails
 
     def reference(self):
         return getattr(importlib.import_module(self.module), self.name)
+
+    @property
+    def hint(self) -> str:
+        """The formula-level hint: the ``# hint:`` lines of the solution block, joined."""
+        return " ".join(m.group(1).strip() for m in _HINT.finditer(_solution(self)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +45,6 @@ class Lesson:
     number: str
     stem: str
     title: str
-    imports: tuple
     exercises: tuple
 
     @property
@@ -54,190 +60,50 @@ class Lesson:
         return f"tests/lessons/test_{self.stem}.py"
 
 
-_COMMON_IMPORTS = (
-    "import math",
-    "",
-    "import numpy as np",
-    "",
-    "from minidiff import _checks",
-    "from minidiff.backend import namespace",
-)
+def _exercises(*groups) -> tuple:
+    """``"module: name name ..."`` groups -> the lesson's Exercise tuple, in order."""
+    return tuple(Exercise(name, module.strip()) for module, names in (g.split(":") for g in groups)
+                 for name in names.split())
+
 
 LESSONS = {
     lesson.number: lesson
     for lesson in (
         Lesson("00", "00_toy_data_metrics", "Toy data and two-sample metrics",
-               _COMMON_IMPORTS + ("from minidiff.data.toy2d import _mixture_terms",
-                                  "from minidiff.metrics import _check_pair, _pairwise_sq_dists, _quantiles"),
-               (Exercise("sliced_wasserstein", "minidiff.metrics",
-                         "project both clouds on random unit directions, sort each projection, "
-                         "average |difference|^p over points and directions, then take the 1/p power"),
-                Exercise("mmd2_unbiased", "minidiff.metrics",
-                         "Gretton et al. eq. 3: mean k(x,x') over i != j, plus the same for y, minus 2 mean k(x,y); "
-                         "k is a sum of Gaussian kernels over the bandwidths"),
-                Exercise("energy_distance", "minidiff.metrics",
-                         "2 E|X-Y| - E|X-X'| - E|Y-Y'|, the within-sample means over distinct pairs (divide by n(n-1))"),
-                Exercise("mixture_score", "minidiff.data.toy2d",
-                         "score = sum_k r_k(x) * (-(x - alpha mu_k) / C_k), r = softmax of the per-component "
-                         "log-densities (use _mixture_terms and a logsumexp)"))),
+               _exercises("minidiff.metrics: sliced_wasserstein mmd2_unbiased energy_distance",
+                          "minidiff.data.toy2d: mixture_score")),
         Lesson("01", "01_autograd_mlp_adam", "Autograd, an MLP with a time embedding, Adam and EMA",
-               _COMMON_IMPORTS + ("from minidiff.nn.mlp import sinusoidal_embedding",
-                                  "from minidiff.nn.optim import _map, global_norm"),
-               (Exercise("sinusoidal_embedding", "minidiff.nn.mlp",
-                         "angles = t[:, None] * freqs[None, :] with freqs = max_period^(-i/half); "
-                         "return concatenate([cos, sin], axis=1), shape (B, dim)"),
-                Exercise("mlp", "minidiff.nn.mlp",
-                         "h = concat(x, emb(t)); for each [W, b]: h = xp.linear(h, W, b), then xp.silu except "
-                         "after the last layer"),
-                Exercise("clip_grad_norm", "minidiff.nn.optim",
-                         "if global_norm(grads) > max_norm, multiply every leaf by max_norm / norm; else return as is"),
-                Exercise("adam_update", "minidiff.nn.optim",
-                         "Kingma & Ba Algorithm 1 with bias correction 1 - b^k (k counts from 1), plus "
-                         "lr * weight_decay * p (decoupled); return new params and the new state dict"),
-                Exercise("ema_update", "minidiff.nn.optim",
-                         "ema = decay * ema + (1 - decay) * params, leaf by leaf (use _map)"))),
+               _exercises("minidiff.nn.mlp: sinusoidal_embedding mlp",
+                          "minidiff.nn.optim: clip_grad_norm adam_update ema_update")),
         Lesson("02", "02_forward_process", "The forward process and noise schedules",
-               _COMMON_IMPORTS + ("from minidiff.diffusion import _coef",),
-               (Exercise("linear_betas", "minidiff.schedules",
-                         "T equally spaced values from beta_1 to beta_T inclusive (float64)"),
-                Exercise("cosine_betas", "minidiff.schedules",
-                         "iDDPM eq. 17: f(t) = cos^2(((t/T + s)/(1+s)) pi/2) for t = 0..T, "
-                         "alpha_bar = f/f(0), beta = 1 - alpha_bar[1:]/alpha_bar[:-1], clipped to max_beta"),
-                Exercise("alpha_bars", "minidiff.schedules", "cumulative product of 1 - beta"),
-                Exercise("snr", "minidiff.schedules", "alpha_bar / (1 - alpha_bar)"),
-                Exercise("q_sample", "minidiff.diffusion",
-                         "DDPM eq. 4 with a = alpha_bar[t] shaped (B, 1): sqrt(a) x0 + sqrt(1 - a) noise "
-                         "(use _coef(alpha_bar, t, x0))"),
-                Exercise("q_posterior", "minidiff.diffusion",
-                         "DDPM eq. 7: build the two mean coefficients and the variance as (T,) tables "
-                         "(alpha_bar_prev starts at 1), then index them with _coef"))),
+               _exercises("minidiff.schedules: linear_betas cosine_betas alpha_bars snr",
+                          "minidiff.diffusion: q_sample q_posterior")),
         Lesson("03", "03_ddpm", "DDPM: training, ancestral sampling, three targets and the bound",
-               _COMMON_IMPORTS + ("from minidiff.diffusion import TARGETS, _coef, q_posterior, q_sample, target_of",
-                                  "from minidiff.samplers import ddpm_sigma2"),
-               (Exercise("ddpm_loss", "minidiff.losses",
-                         "x_t = q_sample(x0, t, alpha_bar, noise); compare model(x_t, t) with "
-                         "target_of(target, x0, noise, t, alpha_bar) by a mean squared error"),
-                Exercise("eps_to_x0", "minidiff.diffusion",
-                         "solve eq. 4 for x0: (x_t - sqrt(1 - a) eps) / sqrt(a), a = _coef(alpha_bar, t, x_t)"),
-                Exercise("eps_to_score", "minidiff.diffusion", "score = -eps / sqrt(1 - alpha_bar_t)"),
-                Exercise("ddpm_step", "minidiff.samplers",
-                         "Algorithm 2 line 4: (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t), plus "
-                         "sqrt(sigma2[t]) * noise unless t == 0"),
-                Exercise("gaussian_kl", "minidiff.elbo",
-                         "0.5 (log(var2/var1) + (var1 + (mean1 - mean2)^2) / var2 - 1)"))),
+               _exercises("minidiff.losses: ddpm_loss",
+                          "minidiff.diffusion: eps_to_x0 eps_to_score",
+                          "minidiff.samplers: ddpm_step",
+                          "minidiff.elbo: gaussian_kl")),
         Lesson("04", "04_score_sde", "Score matching, SDEs, predictor-corrector and the probability-flow ODE",
-               _COMMON_IMPORTS + ("from minidiff.sde import _t_like, perturb, probability_flow_drift, reverse_drift",
-                                  "from minidiff.backend import vjp"),
-               (Exercise("vp_sde", "minidiff.sde",
-                         "Song et al. eq. 11: beta = beta_min + t (beta_max - beta_min) as a (B,) array "
-                         "(_t_like(t, x)); f = -0.5 beta x (broadcast with xp.append_dims), g = sqrt(beta)"),
-                Exercise("dsm_loss", "minidiff.sde",
-                         "eq. 7 with lambda = sigma^2: sigma(t) s(x_t, t) + z, squared, summed over data dims, "
-                         "averaged over the batch; x_t = perturb(sde, x0, t, noise), sigma from sde.marginal"),
-                Exercise("reverse_drift", "minidiff.sde", "eq. 6: f - g^2 score, with f, g = sde.sde(x, t)"),
-                Exercise("probability_flow_drift", "minidiff.sde", "eq. 13: f - g^2 score / 2"),
-                Exercise("euler_maruyama_step", "minidiff.sde",
-                         "x + reverse_drift * dt + g sqrt(-dt) z, with dt < 0 and t as a (B,) array"),
-                Exercise("langevin_step", "minidiff.sde",
-                         "Algorithm 4: eps = 2 alpha (snr * mean ||z|| / mean ||s||)^2 (norms per example, "
-                         "then averaged), x + eps s + sqrt(2 eps) z"),
-                Exercise("divergence_hutchinson", "minidiff.sde",
-                         "z^T J z: vjp(fun, x, probe) gives z^T J; multiply by the probe and sum over data dims"))),
+               _exercises("minidiff.sde: vp_sde dsm_loss reverse_drift probability_flow_drift",
+                          "minidiff.sde: euler_maruyama_step langevin_step divergence_hutchinson")),
         Lesson("05", "05_ddim", "DDIM: the non-Markovian family, sub-sequences, inversion, interpolation",
-               _COMMON_IMPORTS + ("from minidiff.samplers import SPACINGS, _check_timesteps, _checked_model_output, ddim_sigma",),
-               (Exercise("ddim_timesteps", "minidiff.samplers",
-                         "n_steps DISTINCT integers in [0, T), returned in decreasing order; 'trailing' starts "
-                         "at T-1, 'leading' at 0 with stride T // n_steps"),
-                Exercise("ddim_sigma", "minidiff.samplers",
-                         "eq. 16: eta sqrt((1 - a_prev)/(1 - a_t)) sqrt(1 - a_t/a_prev)"),
-                Exercise("ddim_step", "minidiff.samplers",
-                         "eq. 12: sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps + sigma z; a_prev = 1 "
-                         "when t_prev = -1"),
-                Exercise("ddim_invert", "minidiff.samplers",
-                         "walk tau upwards; at each step predict eps at the current (less noisy) step, form "
-                         "x0_hat and re-noise deterministically to the next step: sqrt(a) x0_hat + sqrt(1 - a) eps"),
-                Exercise("slerp", "minidiff.samplers",
-                         "theta = arccos(<z0, z1> / (|z0| |z1|)); (sin((1-a) theta) z0 + sin(a theta) z1) / sin(theta)"))),
+               _exercises("minidiff.samplers: ddim_timesteps ddim_sigma ddim_step ddim_invert slerp")),
         Lesson("06", "06_edm", "EDM: one framework, preconditioning, Karras steps, Heun and stochastic churn",
-               _COMMON_IMPORTS + ("from minidiff.samplers import _checked_denoiser, to_d",),
-               (Exercise("karras_sigmas", "minidiff.edm",
-                         "eq. 5: interpolate linearly between sigma_max^(1/rho) and sigma_min^(1/rho) over N points "
-                         "(i/(N-1)), then raise to the power rho"),
-                Exercise("edm_preconditioning", "minidiff.edm",
-                         "Table 1, EDM column: c_skip = sd^2/(s^2+sd^2), c_out = s sd/sqrt(s^2+sd^2), "
-                         "c_in = 1/sqrt(s^2+sd^2), c_noise = ln(s)/4"),
-                Exercise("denoiser_loss", "minidiff.edm",
-                         "eq. 2: x = x0 + sigma n; squared error of D(x, sigma) - x0 summed per example, times "
-                         "lambda(sigma), averaged over the batch"),
-                Exercise("to_d", "minidiff.samplers", "dx/dsigma = (x - D(x; sigma)) / sigma"),
-                Exercise("heun_step", "minidiff.samplers",
-                         "Algorithm 1 lines 4-8: Euler step with d = to_d(x, sigma, D(x, sigma)); if sigma_next > 0, "
-                         "average d with the slope at the Euler point (use _checked_denoiser to call D)"),
-                Exercise("churn_gamma", "minidiff.samplers",
-                         "Algorithm 2 line 4: min(S_churn / N, sqrt(2) - 1) inside [S_tmin, S_tmax], else 0"))),
+               _exercises("minidiff.edm: karras_sigmas edm_preconditioning denoiser_loss",
+                          "minidiff.samplers: to_d heun_step churn_gamma")),
         Lesson("07", "07_consistency", "Consistency models: distillation, training, one- and few-step sampling",
-               _COMMON_IMPORTS + ("from minidiff.consistency import _gather, _stop_gradient, distance",),
-               (Exercise("consistency_coefficients", "minidiff.consistency",
-                         "c_skip = sd^2/((t-eps)^2 + sd^2), c_out = sd (t-eps)/sqrt(sd^2 + t^2): c_skip(eps) = 1, "
-                         "c_out(eps) = 0; c_in, c_noise as in EDM"),
-                Exercise("ct_schedule", "minidiff.consistency",
-                         "N = ceil(sqrt(k/K ((s1+1)^2 - s0^2) + s0^2) - 1) + 1 and mu = exp(s0 ln(mu0) / N)"),
-                Exercise("distance", "minidiff.consistency",
-                         "per example over the flattened data dims: 'l2' sum of squares, 'l1' sum of |.|, "
-                         "'pseudo_huber' sqrt(|x-y|^2 + c^2) - c with c = 0.00054 sqrt(d) by default"),
-                Exercise("cd_loss", "minidiff.consistency",
-                         "x_next = x0 + t_{n+1} z; one Heun step of the teacher from t_{n+1} to t_n gives x_hat; "
-                         "mean of w * distance(f(x_next, t_{n+1}), stop_gradient(f_target(x_hat, t_n)))"),
-                Exercise("ct_loss", "minidiff.consistency",
-                         "the same z at both levels: distance(f(x0 + t_{n+1} z, t_{n+1}), "
-                         "stop_gradient(f_target(x0 + t_n z, t_n))), weighted and averaged"),
-                Exercise("consistency_sample", "minidiff.consistency",
-                         "x = f(x_T, T); for each tau: x = f(x + sqrt(tau^2 - eps^2) z, tau)"))),
+               _exercises("minidiff.consistency: consistency_coefficients ct_schedule distance",
+                          "minidiff.consistency: cd_loss ct_loss consistency_sample")),
         Lesson("08", "08_guidance", "Conditioning and classifier-free guidance",
-               _COMMON_IMPORTS + ("from minidiff.data.toy2d import _mixture_terms",
-                                  "from minidiff.guidance import _check_w"),
-               (Exercise("mixture_class_posterior", "minidiff.data.toy2d",
-                         "log_w from _mixture_terms holds log pi_k N(x; alpha mu_k, C_k), (B, K); "
-                         "return exp(log_w - logsumexp(log_w, axis=1, keepdims=True))"),
-                Exercise("drop_labels", "minidiff.guidance",
-                         "d = xp.int_array(rng.random(B) < p_uncond, like=labels) (1 where dropped); "
-                         "return labels * (1 - d) + null_label * d"),
-                Exercise("guided", "minidiff.guidance", "eq. 6: (1 + w) * cond - w * uncond"),
-                Exercise("classifier_free_guidance", "minidiff.guidance",
-                         "inside guided_model: one model call on xp.concatenate([x, x]), the same for t, and "
-                         "labels [class_labels; null_label repeated B times]; split the output at B and "
-                         "return guided(first half, second half, w)"))),
+               _exercises("minidiff.data.toy2d: mixture_class_posterior",
+                          "minidiff.guidance: drop_labels guided classifier_free_guidance")),
         Lesson("10", "10_evaluation", "Evaluation: the Frechet distance from scratch, KID, small-sample bias, CLIP-style scores",
-               _COMMON_IMPORTS + ("from minidiff.metrics import _covariance, _features, _gaussian",),
-               (Exercise("feature_statistics", "minidiff.metrics",
-                         "mu = mean over rows; Sigma = (f - mu)^T (f - mu) / (N - 1), the unbiased covariance (D, D)"),
-                Exercise("trace_sqrt_product", "minidiff.metrics",
-                         "eigh(Sigma1) -> Sigma1^(1/2) = V diag(sqrt(clip(lam, 0))) V^T; M = Sigma1^(1/2) Sigma2 "
-                         "Sigma1^(1/2); return the sum of sqrt(clip(eigvalsh(M), 0))"),
-                Exercise("frechet_distance", "minidiff.metrics",
-                         "|mu1 - mu2|^2 + tr(Sigma1) + tr(Sigma2) - 2 trace_sqrt_product(Sigma1, Sigma2)"),
-                Exercise("polynomial_mmd2", "minidiff.metrics",
-                         "k = (x y^T / D + coef)^degree; the within-set means skip the diagonal (divide the "
-                         "off-diagonal sum by m(m-1)); minus 2 times the mean of k(x, y)"),
-                Exercise("kid", "minidiff.metrics",
-                         "for each subset: ix = rng.choice(N, subset_size, replace=False), then iy likewise; "
-                         "polynomial_mmd2(x[ix], y[iy]); return the mean and the std (ddof=0)"))),
+               _exercises("minidiff.metrics: feature_statistics trace_sqrt_product frechet_distance",
+                          "minidiff.metrics: polynomial_mmd2 kid")),
         Lesson("11", "11_switching_backends", "Switching backends: a U-Net on Fashion-MNIST",
-               ("import math", "", "import numpy as np", "import torch", "",
-                "from minidiff.data.images import from_model_range"),
-               (Exercise("modulate", "minidiff.torch.unet",
-                         "split emb_out[:, :, None, None] into scale and shift along dim 1 (chunk(2, dim=1)); "
-                         "return h * (1 + scale) + shift"),
-                Exercise("attention", "minidiff.torch.unet",
-                         "weights = softmax(q @ k^T / sqrt(d), over the last axis); return weights @ v"),
-                Exercise("image_grid", "minidiff.plot",
-                         "rows = ceil(N / nrow); a grid full of 255 of shape (C, pad + rows (H + pad), "
-                         "pad + nrow (W + pad)); image i goes to row i // nrow, column i % nrow"),
-                Exercise("batch_indices", "minidiff.torch.loop",
-                         "epoch, j = divmod(k, n_images // global_batch); the epoch's permutation from "
-                         "np.random.default_rng([seed, 0, epoch]); return its slice j"),
-                Exercise("lr_at", "minidiff.torch.loop",
-                         "cfg.lr * min(1, (k + 1) / max(cfg.warmup, 1))"))),
+               _exercises("minidiff.torch.unet: modulate attention",
+                          "minidiff.plot: image_grid",
+                          "minidiff.torch.loop: batch_indices lr_at")),
     )
 }
 
@@ -254,6 +120,16 @@ def get_lesson(number) -> Lesson:
 
 _BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION\s*$")
 _END = re.compile(r"^\s*# END SOLUTION\s*$")
+_HINT = re.compile(r"^\s*# hint:(.*)$", re.M)
+
+
+def _solution(exercise: Exercise) -> str:
+    """The lines between the reference's BEGIN and END SOLUTION marks."""
+    source = inspect.getsource(exercise.reference())
+    match = re.search(r"# BEGIN SOLUTION[^\n]*\n(.*?)^\s*# END SOLUTION", source, re.S | re.M)
+    if match is None:
+        raise ValueError(f"{exercise.module}.{exercise.name} has no complete BEGIN/END SOLUTION block")
+    return match.group(1)
 
 
 def stub_source(exercise: Exercise) -> str:
@@ -269,10 +145,20 @@ def stub_source(exercise: Exercise) -> str:
         elif _END.match(line):
             inside = False
         elif not inside:
-            out.append(line)
+            out.append(_absolute_import(line, exercise.module))
     if not found or inside:
         raise ValueError(f"{exercise.module}.{exercise.name} has no complete BEGIN/END SOLUTION block")
     return "\n".join(out) + "\n"
+
+
+def _absolute_import(line: str, module: str) -> str:
+    """``from .backend import vjp`` inside a reference -> ``from minidiff.backend import vjp``:
+    the stub is a file of its own, where a relative import has no package to start from."""
+    m = re.match(r"^(\s*from )(\.+[\w.]*)( import .*)$", line)
+    if m is None:
+        return line
+    package = importlib.import_module(module).__package__
+    return m.group(1) + importlib.util.resolve_name(m.group(2), package) + m.group(3)
 
 
 def render_stub(lesson: Lesson) -> str:
@@ -285,7 +171,47 @@ def render_stub(lesson: Lesson) -> str:
               "the lines that are not NotImplementedError are given to you.\n"
               '"""\n')
     body = "\n\n".join(stub_source(ex) for ex in lesson.exercises)
-    return header + "from __future__ import annotations\n\n" + "\n".join(lesson.imports) + "\n\n\n" + body
+    return header + "from __future__ import annotations\n\n" + stub_imports(lesson) + "\n\n\n" + body
+
+
+def stub_imports(lesson: Lesson) -> str:
+    """The stub's import header: every global name a reference reads (``_global_names``) that the
+    stub does not define itself, imported from where the reference finds it; standard library,
+    third party and minidiff in three blocks, as isort orders them."""
+    own = {ex.name for ex in lesson.exercises}
+    plain, names = set(), collections.defaultdict(set)       # "import x [as y]"; module -> names
+    for ex in lesson.exercises:
+        fn = ex.reference()
+        for name in _global_names(fn) - own:
+            module, imported = _import_of(name, fn.__globals__[name], fn.__module__)
+            if module is None:
+                plain.add(imported)
+            else:
+                names[module].add(imported)
+    lines = sorted(f"import {p}" for p in plain) + [
+        f"from {m} import {', '.join(sorted(names[m]))}" for m in sorted(names)]
+    blocks = [[l for l in lines if _import_group(l) == g] for g in range(3)]
+    return "\n\n".join("\n".join(b) for b in blocks if b)
+
+
+def _import_of(name: str, value, home: str):
+    """(module, name) for ``from module import name``, or (None, "numpy as np") for a plain import."""
+    if isinstance(value, types.ModuleType):
+        package, _, leaf = value.__name__.rpartition(".")
+        if value.__name__ == name:
+            return None, name
+        if package and leaf == name:
+            return package, name
+        return None, f"{value.__name__} as {name}"
+    origin = getattr(value, "__module__", None)
+    if not (origin and getattr(sys.modules.get(origin), name, None) is value):
+        origin = home                                       # a constant: where the reference reads it
+    return origin, name
+
+
+def _import_group(line: str) -> int:
+    top = line.split()[1].split(".")[0]
+    return 2 if top == "minidiff" else 0 if top in sys.stdlib_module_names else 1
 
 
 def repo_root() -> Path:
@@ -323,6 +249,8 @@ def check_stubs(folder=None) -> list:
             continue
         module = load_module(path, f"_minidiff_stub_{lesson.number}")
         for ex in lesson.exercises:
+            if not ex.hint:
+                problems.append(f"{ex.module}.{ex.name}: its solution block has no '# hint:' line")
             for name in _global_names(ex.reference()):
                 if not hasattr(module, name):
                     problems.append(f"{path}: {ex.name} needs {name!r}, which the stub does not import")

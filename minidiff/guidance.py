@@ -35,6 +35,8 @@ def drop_labels(labels, p_uncond: float, null_label: int, rng):
         raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond!r}")
     xp = namespace(labels)
     # BEGIN SOLUTION
+    # hint: d = xp.int_array(rng.random(B) < p_uncond, like=labels) (1 where dropped); return labels
+    # hint: * (1 - d) + null_label * d
     d = xp.int_array(rng.random(labels.shape[0]) < p_uncond, like=labels)   # (B,) 1 where dropped
     return labels * (1 - d) + null_label * d
     # END SOLUTION
@@ -45,6 +47,7 @@ def guided(cond, uncond, w: float):
     one network (same shape; eps, x0, D, v or score)."""
     w = _check_w(w)
     # BEGIN SOLUTION
+    # hint: eq. 6: (1 + w) * cond - w * uncond
     return (1 + w) * cond - w * uncond
     # END SOLUTION
 
@@ -61,6 +64,9 @@ def classifier_free_guidance(model, w: float, null_label: int):
         xp = namespace(x)
         B = x.shape[0]
         # BEGIN SOLUTION
+        # hint: inside guided_model: one model call on xp.concatenate([x, x]), the same for t, and
+        # hint: labels [class_labels; null_label repeated B times]; split the output at B and return
+        # hint: guided(first half, second half, w)
         null = xp.int_array(np.full(B, null_label), like=class_labels)    # (B,)
         out = model(xp.concatenate([x, x], axis=0), xp.concatenate([t, t], axis=0),
                     class_labels=xp.concatenate([class_labels, null], axis=0))   # (2B, ...)

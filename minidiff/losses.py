@@ -16,6 +16,8 @@ def ddpm_loss(model, x0, t, noise, alpha_bar, target: str = "eps", **model_kwarg
     _checks.choice("target", target, TARGETS)
     xp = namespace(x0, noise)
     # BEGIN SOLUTION
+    # hint: x_t = q_sample(x0, t, alpha_bar, noise); compare model(x_t, t) with target_of(target,
+    # hint: x0, noise, t, alpha_bar) by a mean squared error
     x_t = q_sample(x0, t, alpha_bar, noise)
     prediction = model(x_t, t, **model_kwargs)
     _checks.same_shape("model output", prediction, "x0", x0)

@@ -41,6 +41,8 @@ def sliced_wasserstein(x, y, n_projections: int = 256, seed: int = 0, p: int = 2
     directions, averaged as (mean_theta W_p^p)^(1/p).  Unequal sizes are compared by quantiles."""
     _check_pair(x, y)
     # BEGIN SOLUTION
+    # hint: project both clouds on random unit directions, sort each projection, average
+    # hint: |difference|^p over points and directions, then take the 1/p power
     xp = namespace(x, y)
     theta = np.random.default_rng(seed).standard_normal((x.shape[1], n_projections))
     theta = xp.asarray(theta / np.linalg.norm(theta, axis=0, keepdims=True), like=x)
@@ -58,6 +60,8 @@ def mmd2_unbiased(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
     k(a, b) = sum_h exp(-|a - b|^2 / (2 h^2)).  Can be slightly negative when p = q."""
     _check_pair(x, y)
     # BEGIN SOLUTION
+    # hint: Gretton et al. eq. 3: mean k(x,x') over i != j, plus the same for y, minus 2 mean
+    # hint: k(x,y); k is a sum of Gaussian kernels over the bandwidths
     xp = namespace(x, y)
     y = xp.asarray(y, like=x)
     n, m = x.shape[0], y.shape[0]
@@ -78,6 +82,8 @@ def energy_distance(x, y) -> float:
     within-sample means taken over distinct pairs."""
     _check_pair(x, y)
     # BEGIN SOLUTION
+    # hint: 2 E|X-Y| - E|X-X'| - E|Y-Y'|, the within-sample means over distinct pairs (divide by
+    # hint: n(n-1))
     xp = namespace(x, y)
     y = xp.asarray(y, like=x)
     n, m = x.shape[0], y.shape[0]
@@ -140,6 +146,8 @@ def feature_statistics(features):
     """
     f = _features("features", features)
     # BEGIN SOLUTION
+    # hint: mu = mean over rows; Sigma = (f - mu)^T (f - mu) / (N - 1), the unbiased covariance (D,
+    # hint: D)
     mu = f.mean(axis=0)                     # (D,)
     centred = f - mu                        # (N, D)
     sigma = centred.T @ centred / (f.shape[0] - 1)   # (D, D)
@@ -160,6 +168,8 @@ def trace_sqrt_product(sigma1, sigma2) -> float:
     if sigma1.shape != sigma2.shape:
         raise ValueError(f"sigma1 and sigma2 must have the same shape (D, D), got {sigma1.shape} and {sigma2.shape}")
     # BEGIN SOLUTION
+    # hint: eigh(Sigma1) -> Sigma1^(1/2) = V diag(sqrt(clip(lam, 0))) V^T; M = Sigma1^(1/2) Sigma2
+    # hint: Sigma1^(1/2); return the sum of sqrt(clip(eigvalsh(M), 0))
     lam1, V = np.linalg.eigh((sigma1 + sigma1.T) / 2)       # Sigma1 = V diag(lam1) V^T
     root1 = (V * np.sqrt(np.clip(lam1, 0.0, None))) @ V.T   # Sigma1^(1/2), symmetric
     M = root1 @ sigma2 @ root1                              # symmetric PSD, same eigenvalues as Sigma1 Sigma2
@@ -181,6 +191,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     if mu1.shape != mu2.shape:
         raise ValueError(f"the two Gaussians must have the same dimension D, got mu1 {mu1.shape} and mu2 {mu2.shape}")
     # BEGIN SOLUTION
+    # hint: |mu1 - mu2|^2 + tr(Sigma1) + tr(Sigma2) - 2 trace_sqrt_product(Sigma1, Sigma2)
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
     # END SOLUTION
@@ -200,6 +211,8 @@ def polynomial_mmd2(features_x, features_y, degree: int = 3, coef: float = 1.0) 
                          f"got {x.shape[1]} and {y.shape[1]}")
     degree = _checks.positive_int("degree", degree)
     # BEGIN SOLUTION
+    # hint: k = (x y^T / D + coef)^degree; the within-set means skip the diagonal (divide the off-
+    # hint: diagonal sum by m(m-1)); minus 2 times the mean of k(x, y)
     m, n, D = x.shape[0], y.shape[0], x.shape[1]
 
     def k(a, b):                          # the kernel matrix (len(a), len(b))
@@ -236,6 +249,8 @@ def kid(features_x, features_y, subsets: int = 100, subset_size: int = 1000, see
         raise ValueError(f"subset_size must be an integer in [2, min(N, M)] = [2, {largest}], got {subset_size!r}")
     rng = np.random.default_rng(seed)
     # BEGIN SOLUTION
+    # hint: for each subset: ix = rng.choice(N, subset_size, replace=False), then iy likewise;
+    # hint: polynomial_mmd2(x[ix], y[iy]); return the mean and the std (ddof=0)
     values = np.empty(subsets)
     for s in range(subsets):
         ix = rng.choice(x.shape[0], subset_size, replace=False)

@@ -152,6 +152,8 @@ def image_grid(images, nrow: int | None = None, pad: int = 2) -> np.ndarray:
     N, C, H, W = a.shape
     nrow = nrow or int(np.ceil(np.sqrt(N)))
     # BEGIN SOLUTION
+    # hint: rows = ceil(N / nrow); a grid full of 255 of shape (C, pad + rows (H + pad), pad + nrow
+    # hint: (W + pad)); image i goes to row i // nrow, column i % nrow
     rows = int(np.ceil(N / nrow))
     grid = np.full((C, rows * (H + pad) + pad, nrow * (W + pad) + pad), 255, np.uint8)
     for i in range(N):

@@ -36,6 +36,8 @@ def ddpm_step(x_t, t: int, eps, betas, noise, variance: str = "beta"):
     betas = _checks.betas(betas)
     sigma2 = ddpm_sigma2(betas, variance)
     # BEGIN SOLUTION
+    # hint: Algorithm 2 line 4: (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t), plus
+    # hint: sqrt(sigma2[t]) * noise unless t == 0
     alpha_bar = np.cumprod(1 - betas)
     mean = (x_t - float(betas[t] / np.sqrt(1 - alpha_bar[t])) * eps) / float(np.sqrt(1 - betas[t]))
     if t == 0:
@@ -96,6 +98,8 @@ def ddim_timesteps(T: int, n_steps: int, spacing: str = "leading") -> np.ndarray
     if n_steps > T:
         raise ValueError(f"n_steps must be <= T = {T} (the number of training steps), got {n_steps}")
     # BEGIN SOLUTION
+    # hint: n_steps DISTINCT integers in [0, T), returned in decreasing order; 'trailing' starts at
+    # hint: T-1, 'leading' at 0 with stride T // n_steps
     if spacing == "leading":
         tau = np.arange(n_steps) * (T // n_steps)
     elif spacing == "trailing":
@@ -117,6 +121,7 @@ def ddim_sigma(alpha_bar_t, alpha_bar_prev, eta: float):
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta!r}")
     # BEGIN SOLUTION
+    # hint: eq. 16: eta sqrt((1 - a_prev)/(1 - a_t)) sqrt(1 - a_t/a_prev)
     return eta * np.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * np.sqrt(1 - alpha_bar_t / alpha_bar_prev)
     # END SOLUTION
 
@@ -131,6 +136,8 @@ def ddim_step(x_t, t: int, t_prev: int, eps, alpha_bar, eta: float = 0.0, noise=
     if eta > 0 and noise is None:
         raise ValueError("ddim_step with eta > 0 needs noise")
     # BEGIN SOLUTION
+    # hint: eq. 12: sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps + sigma z; a_prev = 1 when
+    # hint: t_prev = -1
     a_t = float(alpha_bar[t])
     a_prev = float(alpha_bar[t_prev]) if t_prev >= 0 else 1.0
     sigma = float(ddim_sigma(a_t, a_prev, eta))
@@ -183,6 +190,8 @@ def ddim_invert(eps_model, x0, alpha_bar, timesteps, callback=None, **model_kwar
     x = x0
     prev = -1
     # BEGIN SOLUTION
+    # hint: walk tau upwards; at each step predict eps at the current (less noisy) step, form x0_hat
+    # hint: and re-noise deterministically to the next step: sqrt(a) x0_hat + sqrt(1 - a) eps
     for i, t in enumerate(tau):
         # the model is evaluated at the previous (less noisy) step; at the start, at tau's first entry
         t_eval = int(prev) if prev >= 0 else int(t)
@@ -204,6 +213,8 @@ def slerp(z0, z1, alpha: float):
     sin((1-a) theta)/sin(theta) z0 + sin(a theta)/sin(theta) z1, theta the angle between them."""
     xp = namespace(z0, z1)
     # BEGIN SOLUTION
+    # hint: theta = arccos(<z0, z1> / (|z0| |z1|)); (sin((1-a) theta) z0 + sin(a theta) z1) /
+    # hint: sin(theta)
     flat0, flat1 = xp.reshape(z0, (-1,)), xp.reshape(z1, (-1,))
     cos = xp.sum(flat0 * flat1) / xp.sqrt(xp.sum(flat0 * flat0) * xp.sum(flat1 * flat1))
     theta = float(np.arccos(np.clip(float(cos), -1.0, 1.0)))
@@ -242,6 +253,7 @@ def to_d(x, sigma: float, denoised):
     """The probability-flow ODE's slope in EDM's form (eq. 3 with sigma(t) = t, s(t) = 1):
     dx/dsigma = (x - D(x; sigma)) / sigma."""
     # BEGIN SOLUTION
+    # hint: dx/dsigma = (x - D(x; sigma)) / sigma
     return (x - denoised) / sigma
     # END SOLUTION
 
@@ -250,6 +262,8 @@ def heun_step(D, x, sigma: float, sigma_next: float, step: int = 0, **model_kwar
     """EDM Algorithm 1, lines 4-8: an Euler step from sigma to sigma_next, then (unless
     sigma_next = 0) Heun's 2nd-order correction with the slope at the new point."""
     # BEGIN SOLUTION
+    # hint: Algorithm 1 lines 4-8: Euler step with d = to_d(x, sigma, D(x, sigma)); if sigma_next >
+    # hint: 0, average d with the slope at the Euler point (use _checked_denoiser to call D)
     d = to_d(x, sigma, _checked_denoiser(D, x, sigma, step, **model_kwargs))
     x_next = x + (sigma_next - sigma) * d
     if sigma_next == 0:
@@ -287,6 +301,7 @@ def churn_gamma(sigma: float, n_steps: int, S_churn: float, S_tmin: float = 0.0,
     if S_churn < 0:
         raise ValueError(f"S_churn must be >= 0, got {S_churn!r}")
     # BEGIN SOLUTION
+    # hint: Algorithm 2 line 4: min(S_churn / N, sqrt(2) - 1) inside [S_tmin, S_tmax], else 0
     if S_tmin <= sigma <= S_tmax:
         return min(S_churn / n_steps, math.sqrt(2) - 1)
     return 0.0

@@ -19,6 +19,7 @@ def linear_betas(T: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> np.ndarr
     if not 0 < beta_1 <= beta_T < 1:
         raise ValueError(f"need 0 < beta_1 <= beta_T < 1, got beta_1={beta_1!r}, beta_T={beta_T!r}")
     # BEGIN SOLUTION
+    # hint: T equally spaced values from beta_1 to beta_T inclusive (float64)
     return np.linspace(beta_1, beta_T, T, dtype=np.float64)
     # END SOLUTION
 
@@ -32,6 +33,8 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarra
     if s < 0:
         raise ValueError(f"s must be >= 0, got {s!r}")
     # BEGIN SOLUTION
+    # hint: iDDPM eq. 17: f(t) = cos^2(((t/T + s)/(1+s)) pi/2) for t = 0..T, alpha_bar = f/f(0),
+    # hint: beta = 1 - alpha_bar[1:]/alpha_bar[:-1], clipped to max_beta
     steps = np.arange(T + 1, dtype=np.float64) / T
     f = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     alpha_bar = f / f[0]
@@ -43,6 +46,7 @@ def alpha_bars(betas) -> np.ndarray:
     """DDPM eq. (4): alpha_t = 1 - beta_t and alpha_bar_t = prod_{s<=t} alpha_s.  (T,) -> (T,)."""
     betas = _checks.betas(betas)
     # BEGIN SOLUTION
+    # hint: cumulative product of 1 - beta
     return np.cumprod(1.0 - betas)
     # END SOLUTION
 
@@ -51,6 +55,7 @@ def snr(alpha_bar) -> np.ndarray:
     """Signal-to-noise ratio SNR_t = alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021, eq. 2)."""
     alpha_bar = _checks.alpha_bar(alpha_bar)
     # BEGIN SOLUTION
+    # hint: alpha_bar / (1 - alpha_bar)
     return alpha_bar / (1.0 - alpha_bar)
     # END SOLUTION
 

@@ -30,6 +30,8 @@ def vp_sde(x, t, beta_min: float = 0.1, beta_max: float = 20.0):
     x: (B, ...), t: scalar or (B,) -> (f (B, ...), g (B,))."""
     xp = namespace(x)
     # BEGIN SOLUTION
+    # hint: Song et al. eq. 11: beta = beta_min + t (beta_max - beta_min) as a (B,) array
+    # hint: (_t_like(t, x)); f = -0.5 beta x (broadcast with xp.append_dims), g = sqrt(beta)
     beta = beta_min + _t_like(t, x) * (beta_max - beta_min)
     return -0.5 * xp.append_dims(beta, x.ndim) * x, xp.sqrt(beta)
     # END SOLUTION
@@ -148,6 +150,8 @@ def dsm_loss(score_model, sde, x0, t, noise, **model_kwargs):
     x0, noise: (B, ...); t: (B,) in (0, 1]."""
     xp = namespace(x0, noise)
     # BEGIN SOLUTION
+    # hint: eq. 7 with lambda = sigma^2: sigma(t) s(x_t, t) + z, squared, summed over data dims,
+    # hint: averaged over the batch; x_t = perturb(sde, x0, t, noise), sigma from sde.marginal
     _, sigma = sde.marginal(t, x0)
     x_t = perturb(sde, x0, t, noise)
     residual = xp.append_dims(sigma, x0.ndim) * score_model(x_t, t, **model_kwargs) + noise
@@ -159,6 +163,7 @@ def reverse_drift(sde, score, x, t):
     """The reverse-time SDE's drift (eq. 6): f(x, t) - g(t)^2 score(x, t)."""
     xp = namespace(x)
     # BEGIN SOLUTION
+    # hint: eq. 6: f - g^2 score, with f, g = sde.sde(x, t)
     f, g = sde.sde(x, t)
     return f - xp.append_dims(g * g, x.ndim) * score
     # END SOLUTION
@@ -168,6 +173,7 @@ def probability_flow_drift(sde, score, x, t):
     """The probability-flow ODE's velocity (eq. 13): f(x, t) - 1/2 g(t)^2 score(x, t)."""
     xp = namespace(x)
     # BEGIN SOLUTION
+    # hint: eq. 13: f - g^2 score / 2
     f, g = sde.sde(x, t)
     return f - 0.5 * xp.append_dims(g * g, x.ndim) * score
     # END SOLUTION
@@ -178,6 +184,7 @@ def euler_maruyama_step(sde, score_model, x, t: float, dt: float, noise):
     x + [f - g^2 s] dt + g sqrt(|dt|) z."""
     xp = namespace(x)
     # BEGIN SOLUTION
+    # hint: x + reverse_drift * dt + g sqrt(-dt) z, with dt < 0 and t as a (B,) array
     t_b = _t_like(t, x)
     _, g = sde.sde(x, t_b)
     drift = reverse_drift(sde, score_model(x, t_b), x, t_b)
@@ -214,6 +221,8 @@ def langevin_step(score_model, x, t: float, snr: float, noise, alpha: float = 1.
         raise ValueError(f"snr must be > 0, got {snr!r}")
     xp = namespace(x)
     # BEGIN SOLUTION
+    # hint: Algorithm 4: eps = 2 alpha (snr * mean ||z|| / mean ||s||)^2 (norms per example, then
+    # hint: averaged), x + eps s + sqrt(2 eps) z
     s = score_model(x, _t_like(t, x))
     B = x.shape[0]
     grad_norm = xp.mean(xp.sqrt(xp.sum(xp.reshape(s * s, (B, -1)), axis=1)))
@@ -362,6 +371,7 @@ def divergence_hutchinson(fun, x, probe):
 
     xp = namespace(x)
     # BEGIN SOLUTION
+    # hint: z^T J z: vjp(fun, x, probe) gives z^T J; multiply by the probe and sum over data dims
     return xp.sum(xp.reshape(vjp(fun, x, probe) * probe, (x.shape[0], -1)), axis=1)
     # END SOLUTION
 

@@ -34,11 +34,3 @@ def ex(request):
     from minidiff.exercises import implementation
 
     return implementation(request.module.LESSON, request.config.getoption("--impl"))
-
-
-@pytest.fixture(autouse=True)
-def _record_exercise(request, record_property):
-    """Tag each lesson check with its exercise in the JUnit report (read by tests/test_exercises.py)."""
-    marker = request.node.get_closest_marker("exercise")
-    if marker is not None:
-        record_property("exercise", marker.args[0])

@@ -1,4 +1,5 @@
-"""`minidiff check`: one line per exercise, a reason and a hint per failure, timeouts caught."""
+"""`minidiff check`: one line per exercise, the property a failure breaks (never a traceback nor,
+unasked, the formula), timeouts caught; `--hint NAME` gives the formula-level hint."""
 import io
 import re
 
@@ -6,7 +7,7 @@ import diffusers  # noqa: F401  (imported here so that its slow first import doe
 import pytest
 
 from minidiff import exercises
-from minidiff.check import run_check
+from minidiff.check import run_check, show_hint
 
 LEARNER_03 = '''
 import numpy as np
@@ -49,12 +50,15 @@ def _report(number, impl="lesson", timeout=2):
     return code, out.getvalue()
 
 
-def test_report_on_the_blank_stub_passes_nothing(learner_dir):
+def test_report_on_the_blank_stub_passes_nothing_and_gives_no_formula(learner_dir):
     exercises.write_stubs(learner_dir)
     code, text = _report("02")
     assert code == 1
     assert "0/6 exercises pass" in text
-    assert text.count("not written yet") == 6 and text.count("hint:") == 6
+    assert len(re.findall(r"^\s+TODO\s+\w+\s+not written yet$", text, re.M)) == 6
+    assert "--hint NAME" in text
+    for ex in exercises.LESSONS["02"].exercises:
+        assert ex.hint not in text
     assert "Traceback" not in text
 
 
@@ -70,9 +74,71 @@ def test_report_names_each_failure_of_a_learner_file(learner_dir):
     assert lines == {"ddpm_loss": "FAIL", "eps_to_x0": "FAIL", "eps_to_score": "PASS",
                      "ddpm_step": "FAIL", "gaussian_kl": "FAIL"}
     assert "timed out after 3 s" in text
-    assert "my own bug" in text
+    assert "raised RuntimeError: my own bug" in text
     assert code == 1 and "1/5 exercises pass" in text
     assert "Traceback" not in text
+    for ex in exercises.LESSONS["03"].exercises:
+        assert ex.hint not in text
+
+
+def _fail_lines(text):
+    """exercise -> (property, reason) of each FAIL in a report."""
+    found = re.finditer(r"^\s+FAIL\s+(\w+)\s+\d+/\d+ checks: (.*)\n\s+(.*)$", text, re.M)
+    return {m.group(1): (m.group(2), m.group(3)) for m in found}
+
+
+def test_report_names_the_property_a_wrong_answer_breaks(learner_dir):
+    # A wrong sign in gaussian_kl and an IndexError in ddpm_step; the rest left as stubs.
+    stub = exercises.render_stub(exercises.LESSONS["03"])
+    wrong = stub.replace(
+        'raise NotImplementedError("EXERCISE gaussian_kl: write this function (see its docstring)")',
+        "return -0.5 * (xp.log(var2 / var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1.0)").replace(
+        'raise NotImplementedError("EXERCISE ddpm_step: write this function (see its docstring)")',
+        "return x_t[:, 5]")
+    (learner_dir / f"{exercises.LESSONS['03'].stem}.py").write_text(wrong)
+    code, text = _report("03", timeout=60)
+    fails = _fail_lines(text)
+    assert set(fails) == {"gaussian_kl", "ddpm_step"}
+    prop, reason = fails["gaussian_kl"]
+    assert prop and reason.startswith("assert")
+    prop, reason = fails["ddpm_step"]
+    assert prop and reason.startswith("raised IndexError: index 5 is out of bounds")
+    assert len(re.findall(r"^\s+TODO\s+\w+", text, re.M)) == 3
+    assert code == 1 and "Traceback" not in text
+
+
+def test_an_exercise_that_calls_an_unwritten_one_says_so(learner_dir):
+    # frechet_distance written, trace_sqrt_product (which it calls) still a stub.
+    lesson = exercises.LESSONS["10"]
+    stub = exercises.render_stub(lesson).replace(
+        'raise NotImplementedError("EXERCISE frechet_distance: write this function (see its docstring)")',
+        "return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2)"
+        " - 2 * trace_sqrt_product(sigma1, sigma2))")
+    (learner_dir / f"{lesson.stem}.py").write_text(stub)
+    code, text = _report("10", timeout=60)
+    assert "calls trace_sqrt_product, which is not written yet" in _fail_lines(text)["frechet_distance"][1]
+
+
+def test_hint_on_request(capsys):
+    ex = exercises.LESSONS["03"].exercises[3]
+    assert show_hint("03", ex.name) == 0
+    out = capsys.readouterr().out
+    assert ex.name in out and ex.hint in out
+
+
+def test_hint_for_an_unknown_exercise_lists_the_lessons_exercises(capsys):
+    assert show_hint("03", "ddpm_stepp") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ddpm_stepp" in err
+    assert all(ex.name in err for ex in exercises.LESSONS["03"].exercises)
+
+
+def test_cli_check_takes_a_hint_name(capsys):
+    from minidiff.cli import main
+
+    assert main(["check", "03", "--hint", "ddpm_step"]) == 0
+    assert exercises.LESSONS["03"].exercises[3].hint in capsys.readouterr().out
+    assert main(["check", "03", "--hint", "nope"]) == 2
 
 
 def test_notebook_loader_mixes_learner_and_reference(learner_dir, capsys):

@@ -131,6 +131,8 @@ def mixture_score(x, means, variances, weights, alpha=1.0, sigma=0.0):
     x: (B, d); means, variances: (K, d); weights: (K,); alpha, sigma: scalars or (B,).  -> (B, d)."""
     xp = namespace(x)
     # BEGIN SOLUTION
+    # hint: score = sum_k r_k(x) * (-(x - alpha mu_k) / C_k), r = softmax of the per-component log-
+    # hint: densities (use _mixture_terms and a logsumexp)
     log_w, diff, C = _mixture_terms(x, means, variances, weights, alpha, sigma)
     r = xp.exp(log_w - xp.logsumexp(log_w, axis=1, keepdims=True))   # (B, K)
     return xp.sum(xp.expand_dims(r, 2) * (-diff / C), axis=1)
@@ -143,6 +145,8 @@ def mixture_class_posterior(x, means, variances, weights, alpha=1.0, sigma=0.0):
     x: (B, d); means, variances: (K, d); weights: (K,); alpha, sigma: scalars or (B,).  -> (B, K)."""
     xp = namespace(x)
     # BEGIN SOLUTION
+    # hint: log_w from _mixture_terms holds log pi_k N(x; alpha mu_k, C_k), (B, K); return exp(log_w
+    # hint: - logsumexp(log_w, axis=1, keepdims=True))
     log_w, _, _ = _mixture_terms(x, means, variances, weights, alpha, sigma)   # (B, K) log pi_k N(x; ...)
     return xp.exp(log_w - xp.logsumexp(log_w, axis=1, keepdims=True))
     # END SOLUTION

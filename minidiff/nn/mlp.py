@@ -21,6 +21,8 @@ def sinusoidal_embedding(t, dim: int, max_period: float = 10000.0):
     xp = namespace(t)
     half = dim // 2
     # BEGIN SOLUTION
+    # hint: angles = t[:, None] * freqs[None, :] with freqs = max_period^(-i/half); return
+    # hint: concatenate([cos, sin], axis=1), shape (B, dim)
     freqs = np.exp(-math.log(max_period) * np.arange(half) / half)       # (half,)
     t = xp.asarray(t, dtype=xp.float64)  # float64: cos(t w) for t ~ 1000 needs the digits
     angles = xp.reshape(t, (-1, 1)) * xp.asarray(freqs, like=t)[None, :]  # (B, half)
@@ -51,6 +53,8 @@ def mlp(params, x, t):
     xp = namespace(x, *params[0])
     t_dim = params[0][0].shape[0] - x.shape[1]  # the first layer sees concat(x, emb(t))
     # BEGIN SOLUTION
+    # hint: h = concat(x, emb(t)); for each [W, b]: h = xp.linear(h, W, b), then xp.silu except
+    # hint: after the last layer
     h = xp.concatenate([x, xp.asarray(sinusoidal_embedding(t, t_dim), like=x)], axis=1)  # (B, d + t_dim)
     for i, (W, b) in enumerate(params):
         h = xp.linear(h, W, b)          # h @ W + b

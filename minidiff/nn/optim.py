@@ -29,6 +29,8 @@ def clip_grad_norm(grads, max_norm: float):
     if max_norm <= 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
     # BEGIN SOLUTION
+    # hint: if global_norm(grads) > max_norm, multiply every leaf by max_norm / norm; else return as
+    # hint: is
     norm = global_norm(grads)
     if norm <= max_norm:
         return grads
@@ -53,6 +55,8 @@ def adam_update(params, grads, state, lr: float = 1e-3, b1: float = 0.9, b2: flo
         raise ValueError(f"need lr > 0, 0 <= b1, b2 < 1 and weight_decay >= 0; got lr={lr}, b1={b1}, b2={b2}, "
                          f"weight_decay={weight_decay}")
     # BEGIN SOLUTION
+    # hint: Kingma & Ba Algorithm 1 with bias correction 1 - b^k (k counts from 1), plus lr *
+    # hint: weight_decay * p (decoupled); return new params and the new state dict
     k = state["step"] + 1
     m = _map(lambda m_, g: b1 * m_ + (1 - b1) * g, state["m"], grads)
     v = _map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, state["v"], grads)
@@ -77,5 +81,6 @@ def ema_update(ema_params, params, decay: float = 0.999):
     if not 0 <= decay <= 1:
         raise ValueError(f"decay must lie in [0, 1], got {decay!r}")
     # BEGIN SOLUTION
+    # hint: ema = decay * ema + (1 - decay) * params, leaf by leaf (use _map)
     return _map(lambda e, p: decay * e + (1 - decay) * p, ema_params, params)
     # END SOLUTION

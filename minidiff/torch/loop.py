@@ -115,6 +115,7 @@ def lr_at(cfg, k: int) -> float:
     """The learning rate of step k (0-based): a linear warm-up reaching ``cfg.lr`` at step
     ``cfg.warmup - 1``, then constant (EDM Appendix F.3); ``cfg.warmup = 0`` means no warm-up."""
     # BEGIN SOLUTION
+    # hint: cfg.lr * min(1, (k + 1) / max(cfg.warmup, 1))
     return cfg.lr * min(1.0, (k + 1) / max(cfg.warmup, 1))
     # END SOLUTION
 
@@ -129,6 +130,8 @@ def batch_indices(n_images: int, global_batch: int, seed: int, k: int) -> np.nda
         raise ValueError(f"the dataset has {n_images} images, fewer than one global batch ({global_batch}); "
                          "lower batch_size")
     # BEGIN SOLUTION
+    # hint: epoch, j = divmod(k, n_images // global_batch); the epoch's permutation from
+    # hint: np.random.default_rng([seed, 0, epoch]); return its slice j
     epoch, j = divmod(k, per_epoch)
     order = np.random.default_rng([seed, 0, epoch]).permutation(n_images)
     return order[j * global_batch:(j + 1) * global_batch]

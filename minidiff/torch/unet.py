@@ -106,6 +106,8 @@ def modulate(h, emb_out):
         raise ValueError(f"emb_out must have shape (B, 2C) = ({h.shape[0]}, {2 * h.shape[1]}), "
                          f"got {tuple(emb_out.shape)}")
     # BEGIN SOLUTION
+    # hint: split emb_out[:, :, None, None] into scale and shift along dim 1 (chunk(2, dim=1));
+    # hint: return h * (1 + scale) + shift
     scale, shift = emb_out[:, :, None, None].chunk(2, dim=1)           # (B, C, 1, 1) each
     return h * (1 + scale) + shift
     # END SOLUTION
@@ -118,6 +120,7 @@ def attention(q, k, v):
         raise ValueError(f"q (..., L, d), k (..., S, d) and v (..., S, d_v) do not fit: {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
     # BEGIN SOLUTION
+    # hint: weights = softmax(q @ k^T / sqrt(d), over the last axis); return weights @ v
     weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)   # (..., L, S)
     return weights @ v
     # END SOLUTION

@@ -111,3 +111,47 @@ def test_mixture_score_takes_one_noise_level_per_example(ex):
     for i, s in enumerate(sigmas):
         one = ex.mixture_score(x[i:i + 1], gmm.means, gmm.vars, gmm.weights, 1.0, s)
         np.testing.assert_allclose(batch[i], one[0], rtol=1e-10)
+
+
+@exercise("sliced_wasserstein")
+def test_sliced_wasserstein_compares_clouds_of_unequal_size(ex):
+    # [x; x] has the same empirical law as x: its distance to x is ~0, and a translation of it
+    # is again |delta| / sqrt(2) away, whichever cloud comes first.
+    x = _cloud(400, 15)
+    doubled = np.concatenate([x, x])
+    assert ex.sliced_wasserstein(x, doubled) < 0.02
+    delta = np.array([0.6, -0.8])
+    there = ex.sliced_wasserstein(x, doubled + delta, n_projections=4000)
+    back = ex.sliced_wasserstein(doubled + delta, x, n_projections=4000)
+    assert there == pytest.approx(1.0 / np.sqrt(2), rel=0.03) and back == pytest.approx(there, rel=1e-9)
+
+
+@exercise("sliced_wasserstein")
+def test_sliced_wasserstein_uses_the_order_p(ex):
+    # p = 1: each projection moves by |<delta, theta>|, whose mean over the circle is 2 |delta| / pi
+    x = _cloud(500, 16)
+    delta = np.array([0.6, -0.8])
+    assert ex.sliced_wasserstein(x, x + delta, n_projections=4000, p=1) == pytest.approx(2 / np.pi, rel=0.03)
+
+
+def _stable_log_density(x, means, variances, weights, alpha, sigma):
+    """log sum_k pi_k N(x; alpha mu_k, diag(alpha^2 v_k + sigma^2)) by a log-sum-exp over k."""
+    from autograd.scipy.special import logsumexp
+    C = alpha ** 2 * variances + sigma ** 2                                     # (K, d)
+    log_n = -0.5 * anp.sum((x[:, None, :] - alpha * means[None]) ** 2 / C + anp.log(2 * np.pi * C), axis=2)
+    return logsumexp(log_n + anp.log(weights), axis=1)
+
+
+@exercise("mixture_score")
+def test_mixture_score_far_from_every_component_is_finite_and_exact(ex):
+    # at (40, 0) every component density underflows to 0; the score is still the gradient of
+    # the log density (unequal weights and variances, so no term cancels by symmetry)
+    means = np.array([[2.0, 0.0], [0.0, 2.0], [-2.0, -1.0]])
+    variances = np.array([[0.02, 0.05], [0.03, 0.03], [0.1, 0.01]])
+    weights = np.array([0.5, 0.3, 0.2])
+    x = np.array([[40.0, 0.0], [0.0, -35.0], [1.0, 1.0]])
+    alpha, sigma = 1.0, 0.05
+    got = ex.mixture_score(x, means, variances, weights, alpha, sigma)
+    assert np.all(np.isfinite(got)), f"score at {x[:2].tolist()}: {got[:2].tolist()}"
+    grad = autograd.elementwise_grad(lambda z: _stable_log_density(z, means, variances, weights, alpha, sigma))(x)
+    np.testing.assert_allclose(got, grad, rtol=1e-9)

@@ -135,3 +135,29 @@ def test_ema_converges_to_constant_params(ex):
     for _ in range(200):
         e = ex.ema_update(e, p, 0.95)
     np.testing.assert_allclose(e[0][0], p[0][0], atol=1e-3)
+
+
+@exercise("sinusoidal_embedding")
+def test_embedding_uses_the_given_max_period(ex):
+    t = np.array([0.0, 2.5, 7.0])
+    emb = ex.sinusoidal_embedding(t, 6, max_period=100.0)
+    freqs = 100.0 ** (-np.arange(3) / 3)                # the slowest frequency is 1 / max_period^(2/3)
+    np.testing.assert_allclose(emb, np.concatenate([np.cos(t[:, None] * freqs), np.sin(t[:, None] * freqs)], 1),
+                               rtol=1e-10, atol=1e-12)
+
+
+@exercise("adam_update")
+def test_adam_uses_the_given_betas_and_eps(ex):
+    from minidiff.nn import adam_init
+    params, lr, b1, b2, eps = _tree(20), 0.05, 0.5, 0.9, 1e-2
+    torch_params = [torch.tensor(a, requires_grad=True) for pair in params for a in pair]
+    opt = torch.optim.AdamW(torch_params, lr=lr, betas=(b1, b2), eps=eps, weight_decay=0.0)
+    state = adam_init(params)
+    for k in range(4):
+        grads = _tree(30 + k)
+        params, state = ex.adam_update(params, grads, state, lr=lr, b1=b1, b2=b2, eps=eps)
+        for p, g in zip(torch_params, [a for pair in grads for a in pair]):
+            p.grad = torch.tensor(g)
+        opt.step()
+    for a, b in zip([a for pair in params for a in pair], torch_params):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-6, atol=1e-9)

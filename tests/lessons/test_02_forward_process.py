@@ -124,3 +124,21 @@ def test_q_posterior_at_the_first_step_returns_x0(ex):
     mean, var = ex.q_posterior(x0, xt, np.array([0, 0]), betas)
     np.testing.assert_allclose(mean, x0, rtol=1e-12)
     np.testing.assert_allclose(np.ravel(var), 0.0, atol=1e-15)
+
+
+@exercise("cosine_betas")
+def test_cosine_betas_clip_at_the_given_max_beta(ex):
+    T, s = 50, 0.008
+    f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * np.pi / 2) ** 2
+    unclipped = 1 - f[1:] / f[:-1]
+    b = ex.cosine_betas(T, s=s, max_beta=0.2)
+    assert np.any(unclipped > 0.2)                          # the case under test: some betas are clipped
+    np.testing.assert_allclose(b, np.minimum(unclipped, 0.2), rtol=1e-9)
+
+
+@exercise("cosine_betas")
+def test_cosine_betas_use_the_given_offset_s(ex):
+    T, s = 100, 0.1
+    alpha_bar = np.cumprod(1 - ex.cosine_betas(T, s=s))
+    f = np.cos((np.arange(1, T + 1) / T + s) / (1 + s) * np.pi / 2) ** 2 / np.cos(s / (1 + s) * np.pi / 2) ** 2
+    np.testing.assert_allclose(alpha_bar[:-5], f[:-5], rtol=1e-9)

@@ -142,3 +142,29 @@ def test_gaussian_kl_matches_monte_carlo(ex):
     logq = -0.5 * (np.log(2 * np.pi * v2) + (x - m2) ** 2 / v2)
     assert ex.gaussian_kl(np.array(m1), np.array(v1), np.array(m2), np.array(v2)) == pytest.approx(
         np.mean(logp - logq), abs=0.01)
+
+
+@exercise("ddpm_loss")
+def test_ddpm_loss_passes_the_conditioning_to_the_model(ex):
+    x0, t, noise = _batch(13, n=8)
+    labels = np.arange(8) % 3
+    seen = {}
+
+    def model(x, tt, class_labels=None):
+        seen["labels"] = class_labels
+        return noise + 0.1 * np.asarray(class_labels)[:, None]
+
+    loss = ex.ddpm_loss(model, x0, t, noise, ALPHA_BAR, class_labels=labels)
+    np.testing.assert_array_equal(seen["labels"], labels)
+    assert loss == pytest.approx(np.mean((0.1 * labels[:, None] * np.ones((8, 2))) ** 2), rel=1e-12)
+
+
+@exercise("ddpm_loss")
+def test_ddpm_loss_v_target(ex):
+    # v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022): a model predicting it exactly scores 0
+    x0, t, noise = _batch(14)
+    a = ALPHA_BAR[t][:, None]
+    v = np.sqrt(a) * noise - np.sqrt(1 - a) * x0
+    assert ex.ddpm_loss(lambda x, tt: v, x0, t, noise, ALPHA_BAR, target="v") == pytest.approx(0.0, abs=1e-20)
+    assert ex.ddpm_loss(lambda x, tt: 0 * x, x0, t, noise, ALPHA_BAR, target="v") == pytest.approx(
+        np.mean(v ** 2), rel=1e-12)

@@ -155,3 +155,57 @@ def test_hutchinson_is_unbiased_for_the_trace(ex):
     z = np.sign(np.random.default_rng(20).standard_normal(x.shape))
     exact = S.divergence_exact(fun, x[:1])[0]
     assert np.mean(ex.divergence_hutchinson(fun, x, z)) == pytest.approx(exact, abs=0.03)
+
+
+def _recording_score(seen):
+    """A score that depends on the time it is told (so evaluating at the wrong t shows)."""
+    def score(y, tt, **kwargs):
+        seen.append((np.array(y), np.array(tt), kwargs))
+        return -y * (1 + np.asarray(tt)).reshape(-1, 1)
+    return score
+
+
+@exercise("dsm_loss")
+def test_dsm_loss_evaluates_the_model_at_the_perturbed_point_and_its_time(ex):
+    sde = S.VPSDE()
+    x0, noise = _x(21, 8), _x(22, 8)
+    t = np.linspace(0.05, 1.0, 8)
+    seen = []
+    loss = ex.dsm_loss(_recording_score(seen), sde, x0, t, noise, class_labels=np.arange(8))
+    assert len(seen) == 1
+    x_seen, t_seen, kwargs = seen[0]
+    alpha, sigma = sde.marginal(t, x0)
+    x_t = alpha[:, None] * x0 + sigma[:, None] * noise
+    np.testing.assert_allclose(x_seen, x_t, rtol=1e-12)
+    np.testing.assert_allclose(t_seen, t, rtol=1e-15)
+    np.testing.assert_array_equal(kwargs.get("class_labels"), np.arange(8))
+    # lambda(t) = sigma(t)^2: || sigma s + z ||^2 per example, averaged
+    per_example = [np.sum((sigma[i] * -x_t[i] * (1 + t[i]) + noise[i]) ** 2) for i in range(8)]
+    assert loss == pytest.approx(np.mean(per_example), rel=1e-12)
+
+
+@exercise("euler_maruyama_step")
+def test_euler_maruyama_step_uses_the_drift_and_the_score_at_the_current_time(ex):
+    sde = S.VPSDE()                       # f != 0 here, unlike VE
+    x, z = _x(23), _x(24)
+    t, dt = 0.6, -0.02
+    seen = []
+    out = ex.euler_maruyama_step(sde, _recording_score(seen), x, t, dt, z)
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0][1].reshape(-1) * np.ones(16), t, rtol=1e-15)   # the score at t, not t + dt
+    f, g = sde.sde(x, np.full(16, t))
+    s = -x * (1 + t)
+    expected = x + (f - (g ** 2)[:, None] * s) * dt + g[:, None] * np.sqrt(-dt) * z
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+@exercise("langevin_step")
+def test_langevin_step_asks_the_score_at_its_time(ex):
+    x, z = _x(25), _x(26)
+    seen = []
+    out = ex.langevin_step(_recording_score(seen), x, 0.3, 0.16, z, alpha=1.0)
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0][1].reshape(-1) * np.ones(16), 0.3, rtol=1e-15)
+    s = -x * 1.3
+    eps = 2 * (0.16 * np.linalg.norm(z, axis=1).mean() / np.linalg.norm(s, axis=1).mean()) ** 2
+    np.testing.assert_allclose(out, x + eps * s + np.sqrt(2 * eps) * z, rtol=1e-12)

@@ -33,6 +33,24 @@ def test_spacing_conventions(ex):
     assert ex.ddim_timesteps(1000, 7, "trailing")[0] == 999
 
 
+@exercise("ddim_timesteps")
+def test_leading_steps_when_n_does_not_divide_T(ex):
+    # stride T // n from 0: for T = 1000, n = 7 the stride is 142 and the top step 852, not 999
+    np.testing.assert_array_equal(ex.ddim_timesteps(1000, 7, "leading"), [852, 710, 568, 426, 284, 142, 0])
+    np.testing.assert_array_equal(ex.ddim_timesteps(10, 3, "leading"), [6, 3, 0])
+
+
+@exercise("ddim_timesteps")
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_timesteps_match_diffusers_set_timesteps(ex, spacing):
+    from diffusers import DDIMScheduler
+    for T_, n in [(1000, 7), (1000, 10), (1000, 333), (1000, 999), (10, 3), (7, 7), (50, 49)]:
+        sched = DDIMScheduler(num_train_timesteps=T_, timestep_spacing=spacing)
+        sched.set_timesteps(n)
+        np.testing.assert_array_equal(ex.ddim_timesteps(T_, n, spacing), sched.timesteps.numpy(),
+                                      err_msg=f"T={T_}, n_steps={n}")
+
+
 @exercise("ddim_sigma")
 def test_ddim_sigma_limits(ex):
     a_t, a_prev = ALPHA_BAR[500], ALPHA_BAR[499]
@@ -129,3 +147,39 @@ def test_slerp_moves_at_constant_angular_speed(ex):
         p = ex.slerp(e0, e1, a)
         assert np.arctan2(p[0, 1], p[0, 0]) == pytest.approx(a * 2 * np.pi / 3, rel=1e-10)
         assert np.linalg.norm(p) == pytest.approx(1.0, rel=1e-12)
+
+
+def _in_plane(z0, z1, alpha):
+    """Slerp written in the orthonormal basis e1 = z0/|z0|, e2 (z1's part orthogonal to z0):
+    z1 = r1 (cos theta e1 + sin theta e2), and the path's coordinates follow from the sine rule."""
+    a, b = z0.ravel(), z1.ravel()
+    r0, r1 = np.linalg.norm(a), np.linalg.norm(b)
+    e1 = a / r0
+    perp = b - (b @ e1) * e1
+    e2 = perp / np.linalg.norm(perp)
+    theta = np.arctan2(b @ e2, b @ e1)
+    c1 = (r0 * np.sin((1 - alpha) * theta) + r1 * np.sin(alpha * theta) * np.cos(theta)) / np.sin(theta)
+    c2 = r1 * np.sin(alpha * theta)
+    return (c1 * e1 + c2 * e2).reshape(z0.shape)
+
+
+@exercise("slerp")
+def test_slerp_of_non_unit_non_orthogonal_tensors(ex):
+    rng = np.random.default_rng(6)
+    z0 = 3.0 * rng.standard_normal((4, 3))
+    z1 = 0.5 * z0 + 1.7 * rng.standard_normal((4, 3))     # about 40 degrees from z0, another norm
+    for a in (0.2, 0.5, 0.9):
+        np.testing.assert_allclose(ex.slerp(z0, z1, a), _in_plane(z0, z1, a), rtol=1e-10, atol=1e-12)
+
+
+@exercise("slerp")
+def test_slerp_between_equal_norms_keeps_the_norm_and_turns_evenly(ex):
+    rng = np.random.default_rng(7)
+    z0, w = rng.standard_normal((8, 2)), rng.standard_normal((8, 2))
+    z1 = (z0 + 2 * w) * np.linalg.norm(z0) / np.linalg.norm(z0 + 2 * w)     # |z1| = |z0| = r, not 1
+    cos = lambda u, v: np.sum(u * v) / (np.linalg.norm(u) * np.linalg.norm(v))
+    theta = np.arccos(cos(z0, z1))
+    for a in (0.3, 0.6):
+        p = ex.slerp(z0, z1, a)
+        assert np.linalg.norm(p) == pytest.approx(np.linalg.norm(z0), rel=1e-10)
+        assert np.arccos(cos(z0, p)) == pytest.approx(a * theta, rel=1e-8)

@@ -144,3 +144,58 @@ def test_churn_only_inside_the_window(ex):
     assert ex.churn_gamma(60.0, 10, 5.0, S_tmin=0.05, S_tmax=50.0) == 0.0
     assert ex.churn_gamma(1.0, 10, 5.0, S_tmin=0.05, S_tmax=50.0) == pytest.approx(math.sqrt(2) - 1)  # 0.5, capped
     assert ex.churn_gamma(1.0, 100, 5.0, S_tmin=0.05, S_tmax=50.0) == pytest.approx(0.05)
+
+
+@exercise("edm_preconditioning")
+def test_edm_preconditioning_uses_the_given_sigma_data(ex):
+    # the same unit-variance statements for data of std 1.3, and the boundary c_skip -> 1 as sigma -> 0
+    sd = 1.3
+    sigma = np.geomspace(0.002, 80, 9)
+    c_skip, c_out, c_in, _ = ex.edm_preconditioning(sigma, sd)
+    np.testing.assert_allclose(c_in ** 2 * (sigma ** 2 + sd ** 2), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(((1 - c_skip) ** 2 * sd ** 2 + c_skip ** 2 * sigma ** 2) / c_out ** 2, 1.0, rtol=1e-10)
+    assert c_skip[0] == pytest.approx(1.0, abs=1e-5) and c_skip[-1] < 1e-3
+
+
+@exercise("denoiser_loss")
+def test_denoiser_loss_calls_D_at_each_examples_own_sigma(ex):
+    rng = np.random.default_rng(6)
+    x0, n = rng.standard_normal((6, 2)), rng.standard_normal((6, 2))
+    sigma, w = np.array([0.1, 0.5, 1.0, 2.0, 4.0, 8.0]), np.array([3.0, 0.5, 1.0, 2.0, 0.1, 1.5])
+    seen = {}
+
+    def D(x, s):                        # a denoiser whose answer depends on the noise level it is told
+        seen["x"], seen["sigma"] = np.array(x), np.array(s).reshape(-1)
+        return x / (1 + np.asarray(s).reshape(-1, 1) ** 2)
+
+    loss = ex.denoiser_loss(D, x0, sigma, n, w)
+    np.testing.assert_allclose(seen["sigma"], sigma, rtol=1e-15)
+    np.testing.assert_allclose(seen["x"], x0 + sigma[:, None] * n, rtol=1e-12)
+    x = x0 + sigma[:, None] * n
+    per_example = [np.sum((x[i] / (1 + sigma[i] ** 2) - x0[i]) ** 2) for i in range(6)]
+    assert loss == pytest.approx(np.mean(w * np.array(per_example)), rel=1e-12)
+
+
+@exercise("heun_step")
+def test_heun_step_passes_the_conditioning_to_both_evaluations(ex):
+    x = np.random.default_rng(7).standard_normal((4, 2))
+    calls = []
+
+    def D(y, s, class_labels=None):
+        calls.append(np.asarray(class_labels).copy())
+        return _gaussian_denoiser(0.25)(y, s) + 0.1 * np.asarray(class_labels)[:, None]
+
+    labels = np.array([0, 1, 2, 3])
+    out = ex.heun_step(D, x, 1.0, 0.5, class_labels=labels)
+    assert len(calls) == 2 and all(np.array_equal(c, labels) for c in calls)
+    plain = ex.heun_step(lambda y, s: D(y, s, class_labels=labels), x, 1.0, 0.5)
+    np.testing.assert_allclose(out, plain, rtol=1e-12)
+
+
+@exercise("churn_gamma")
+def test_churn_window_is_closed_at_both_ends(ex):
+    """EDM Algorithm 2 churns for t_i in [S_tmin, S_tmax], the ends included."""
+    for sigma in (0.05, 50.0):
+        assert ex.churn_gamma(sigma, 100, 5.0, S_tmin=0.05, S_tmax=50.0) == pytest.approx(0.05)
+    for sigma in (0.05 * (1 - 1e-12), 50.0 * (1 + 1e-12)):
+        assert ex.churn_gamma(sigma, 100, 5.0, S_tmin=0.05, S_tmax=50.0) == 0.0

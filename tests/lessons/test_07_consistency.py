@@ -138,6 +138,7 @@ def test_one_step_sampling_is_one_evaluation(ex):
     out = ex.consistency_sample(f, x_T, [], np.zeros_like, T=80.0)
     np.testing.assert_allclose(out, 40.0)
     assert len(calls) == 1
+    np.testing.assert_allclose(calls[0], 80.0, err_msg="one step: f evaluated at the top noise level T")
 
 
 @exercise("consistency_sample")
@@ -162,3 +163,87 @@ def test_multistep_sampling_matches_diffusers(ex):
                                  dtype=torch.float64).numpy()
     ours = ex.consistency_sample(f, x_T, taus, draw, T=80.0, eps=0.002)
     np.testing.assert_allclose(ours, sample.numpy(), rtol=1e-8, atol=1e-10)
+
+
+@exercise("consistency_coefficients")
+def test_coefficients_follow_sigma_data_and_eps(ex):
+    from diffusers import CMStochasticIterativeScheduler
+    sd, eps = 1.3, 0.01
+    sched = CMStochasticIterativeScheduler(sigma_min=eps, sigma_data=sd)
+    t = np.array([eps, 0.05, 0.5, 3.0, 80.0])
+    c_skip, c_out, c_in, _ = ex.consistency_coefficients(t, sd, eps)
+    ref_skip, ref_out = sched.get_scalings_for_boundary_condition(torch.from_numpy(t))
+    np.testing.assert_allclose(c_skip, ref_skip.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(c_out, ref_out.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(c_in, 1 / np.sqrt(t ** 2 + sd ** 2), rtol=1e-12)
+    assert c_skip[0] == pytest.approx(1.0, rel=1e-12) and c_out[0] == pytest.approx(0.0, abs=1e-15)
+
+
+# Gradients: the target network's output is a constant of the loss, and the student is the
+# network at the noisier level t_{n+1}.  f_theta below is a tiny torch "network".
+
+def _net(theta):
+    def f(x, t):
+        t = t.reshape(-1, 1)
+        return theta[0] * x / (1 + t) + theta[1] * torch.tanh(x) * t + theta[2] * t
+    return f
+
+
+def _grad_case(seed, N=12, B=6, d=2):
+    rng = np.random.default_rng(seed)
+    b = cm_boundaries(N)
+    x0, z = (torch.from_numpy(rng.standard_normal((B, d))) for _ in range(2))
+    n = rng.integers(0, N - 1, B)
+    w = torch.from_numpy(rng.uniform(0.5, 2.0, B))
+    return b, x0, z, n, w
+
+
+def _expected_grads(theta, student_in, t_student, target, w):
+    """loss = mean w |f_theta(student_in, t_student) - target|^2 with target a constant."""
+    loss = torch.mean(w * torch.sum((_net(theta)(student_in, t_student) - target) ** 2, dim=1))
+    return loss, torch.autograd.grad(loss, theta)[0]
+
+
+def _check_gradients(loss_of, student_in, t_student, target_in, t_target, w):
+    theta = torch.tensor([0.8, -0.3, 0.2], dtype=torch.float64, requires_grad=True)
+    phi = torch.tensor([0.5, 0.4, -0.1], dtype=torch.float64, requires_grad=True)    # a separate target net
+    # f_target = f: the gradient flows through the student only
+    with torch.no_grad():
+        target = _net(theta)(target_in, t_target)
+    loss = loss_of(_net(theta), _net(theta))
+    expected_loss, expected = _expected_grads(theta, student_in, t_student, target, w)
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-10)
+    (got,) = torch.autograd.grad(loss, theta)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-9, atol=1e-12,
+                               err_msg="with f_target = f, the gradient must not flow through the target")
+    # f_target a separate network: it gets no gradient, the student's is against its output
+    with torch.no_grad():
+        target = _net(phi)(target_in, t_target)
+    loss = loss_of(_net(theta), _net(phi))
+    _, expected = _expected_grads(theta, student_in, t_student, target, w)
+    got, got_phi = torch.autograd.grad(loss, (theta, phi), allow_unused=True)
+    assert got is not None, "the student f gets no gradient: is f the network at t_{n+1}?"
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-9, atol=1e-12,
+                               err_msg="the student is f at the noisier level t_{n+1}")
+    assert got_phi is None or float(got_phi.abs().max()) == 0.0, "the target network must get no gradient"
+
+
+@exercise("ct_loss")
+def test_ct_loss_gradient_flows_through_the_student_only(ex):
+    b, x0, z, n, w = _grad_case(5)
+    t1, t0 = torch.from_numpy(b[n + 1]), torch.from_numpy(b[n])
+    _check_gradients(lambda f, f_target: ex.ct_loss(f, f_target, x0, torch.from_numpy(n), z, b, weight=w),
+                     x0 + t1[:, None] * z, t1, x0 + t0[:, None] * z, t0, w)
+
+
+@exercise("cd_loss")
+def test_cd_loss_gradient_flows_through_the_student_only(ex):
+    b, x0, z, n, w = _grad_case(6)
+    teacher = lambda x, s: x * 0.25 / (0.25 + s.reshape(-1, 1) ** 2)
+    t1, t0 = torch.from_numpy(b[n + 1])[:, None], torch.from_numpy(b[n])[:, None]
+    x1 = x0 + t1 * z
+    d = (x1 - teacher(x1, t1)) / t1                              # the teacher's Heun step t_{n+1} -> t_n
+    xe = x1 + (t0 - t1) * d
+    x_hat = x1 + (t0 - t1) * (d + (xe - teacher(xe, t0)) / t0) / 2
+    _check_gradients(lambda f, f_target: ex.cd_loss(f, f_target, teacher, x0, torch.from_numpy(n), z, b, weight=w),
+                     x1, t1[:, 0], x_hat, t0[:, 0], w)
