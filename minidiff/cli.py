@@ -69,7 +69,7 @@ def _config_from(args):
     from .train import ToyConfig
 
     return ToyConfig(dataset=args.dataset, method=args.method or "ddpm", target=args.target,
-                     **_given(args, "steps", "batch_size", "lr", "max_seconds"),
+                     **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every"),
                      T=args.T, schedule=args.schedule, seed=args.seed, backend=args.backend, scheme=args.scheme,
                      teacher=args.teacher, cm_N=args.cm_N, metric=args.metric)
 
@@ -87,12 +87,10 @@ def _image_config_from(args):
         **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup"))
 
 
-def _train_and_save(cfg, out: Path):
-    from .checkpoint import save_toy_checkpoint
+def _train_and_save(cfg, out: Path, resume: bool = False):
     from .train import train_toy
 
-    result = train_toy(cfg, progress=True)
-    save_toy_checkpoint(out, result["params"], result["ema"], result["config"], result["steps"])
+    result = train_toy(cfg, progress=True, out=out, resume=resume)
     print(f"trained {result['steps']} steps in {result['seconds']:.1f} s "
           f"(final loss {np.mean(result['losses'][-100:]):.4f}); checkpoint in {out}/")
     return result
@@ -156,7 +154,7 @@ def cmd_train(args):
         return _train_images(args)
     cfg = _config_from(args)
     out = Path(args.out or "runs/toy")
-    result = _train_and_save(cfg, out)
+    result = _train_and_save(cfg, out, resume=args.resume)
     if args.n:
         _sample_and_report(result["ema"], result["config"], out, args.n, args.seed, cfg.backend, gif=False)
     return 0

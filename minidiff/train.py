@@ -39,6 +39,10 @@ class ToyConfig(MethodConfig):
     backend: str = "numpy"
     dtype: str = "float32"
     max_seconds: float = 0.0   # stop early after this many seconds (0: no limit)
+    ckpt_every: int = 1000     # with an output folder: a checkpoint every this many steps (0: at the end only)
+
+    # Fields that may change between a run and its resume (everything else must match).
+    RESUMABLE_CHANGES = ("steps", "max_seconds", "ckpt_every")
 
     def validate(self):
         super().validate()
@@ -47,6 +51,8 @@ class ToyConfig(MethodConfig):
         _checks.choice("dtype", self.dtype, ("float32", "float64"))
         for name in ("steps", "batch_size", "hidden", "depth", "t_dim"):
             _checks.positive_int(name, getattr(self, name))
+        if isinstance(self.ckpt_every, bool) or not isinstance(self.ckpt_every, int) or self.ckpt_every < 0:
+            raise ValueError(f"ckpt_every must be an integer >= 0, got {self.ckpt_every!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         return self
@@ -64,45 +70,114 @@ def lr_at(cfg: ToyConfig, k: int, elapsed: float = 0.0) -> float:
     return float(cfg.lr * warm * (0.51 + 0.49 * np.cos(np.pi * progress)))
 
 
-def train_toy(cfg: ToyConfig, progress: bool = True, callback=None) -> dict:
-    """Train a 2-D model with ``cfg.method``.  Returns {'params', 'ema', 'losses', 'steps',
-    'seconds', 'config'}; params are NumPy ``init_mlp`` lists whatever the backend."""
-    cfg.validate()
-    dtype = np.dtype(cfg.dtype)
-    teacher = None
-    init = init_mlp(np.random.default_rng(cfg.seed), 2, cfg.hidden, cfg.depth, cfg.t_dim, dtype=dtype)
-    if cfg.method == "cd":
-        from .checkpoint import load_toy_checkpoint
+def _teacher(cfg: ToyConfig):
+    """(params, config) of the CD teacher checkpoint, which must hold an 'edm' model."""
+    from .checkpoint import load_toy_checkpoint
 
-        _, t_params, t_state = load_toy_checkpoint(cfg.teacher)
-        teacher = (t_params, ToyConfig.from_dict(t_state["config"], f"the config of teacher {cfg.teacher}"))
-        if teacher[1].method != "edm":
-            raise ValueError(f"the teacher must be an 'edm' model, {cfg.teacher} holds {teacher[1].method!r}")
-        init = [[np.asarray(W, dtype), np.asarray(b, dtype)] for W, b in t_params]  # CM: start from the teacher
-    objective = Objective(cfg)
-    stepper = (_NumpyStepper if cfg.backend == "numpy" else _TorchStepper)(cfg, init, objective, teacher)
-    data_rng = np.random.default_rng(cfg.seed + 1)
-    noise_rng = generator(cfg.seed + 2, backend="numpy")
-    ema = init
-    losses = []
-    steps = range(cfg.steps)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc=f"train {cfg.method} on {cfg.dataset} ({cfg.backend})", mininterval=1.0)
-    start = time.perf_counter()
-    k = 0
-    for k in steps:
-        x0 = sample_toy(cfg.dataset, cfg.batch_size, data_rng).astype(dtype)        # (B, 2)
-        draws = objective.draw(noise_rng, x0.shape, k, x0.dtype)
-        lr = lr_at(cfg, k, time.perf_counter() - start)
-        losses.append(stepper.step(x0, draws, lr, objective.levels(k)[1] if objective.uses_target else None))
-        ema = ema_update(ema, stepper.params(), ema_warmup(cfg.ema_decay, k))
-        if callback is not None:
-            callback(k, losses[-1])
-        if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
-            break
-    return {"params": stepper.params(), "ema": ema, "losses": np.asarray(losses), "steps": k + 1,
-            "seconds": time.perf_counter() - start, "config": cfg.to_dict()}
+    _, t_params, t_state = load_toy_checkpoint(cfg.teacher)
+    t_config = ToyConfig.from_dict(t_state["config"], f"the config of teacher {cfg.teacher}")
+    if t_config.method != "edm":
+        raise ValueError(f"the teacher must be an 'edm' model, {cfg.teacher} holds {t_config.method!r}")
+    return t_params, t_config
+
+
+class _ToyRun:
+    """Everything a 2-D run carries from one step to the next, so that a checkpoint holds it
+    all and a resumed run continues exactly: the stepper (weights, optimiser, target), the EMA,
+    the two random streams, the losses and the time spent."""
+
+    def __init__(self, cfg: ToyConfig):
+        self.cfg, dtype = cfg, np.dtype(cfg.dtype)
+        teacher = _teacher(cfg) if cfg.method == "cd" else None
+        init = init_mlp(np.random.default_rng(cfg.seed), 2, cfg.hidden, cfg.depth, cfg.t_dim, dtype=dtype)
+        if teacher is not None:                                       # CM: start from the teacher
+            init = [[np.asarray(W, dtype), np.asarray(b, dtype)] for W, b in teacher[0]]
+        self.objective = Objective(cfg)
+        self.stepper = (_NumpyStepper if cfg.backend == "numpy" else _TorchStepper)(cfg, init, self.objective,
+                                                                                    teacher)
+        self.data_rng = np.random.default_rng(cfg.seed + 1)
+        self.noise_rng = generator(cfg.seed + 2, backend="numpy")
+        self.ema, self.losses, self.step, self.seconds = init, [], 0, 0.0
+
+    def train_step(self, k: int, elapsed: float) -> float:
+        cfg = self.cfg
+        x0 = sample_toy(cfg.dataset, cfg.batch_size, self.data_rng).astype(cfg.dtype)    # (B, 2)
+        draws = self.objective.draw(self.noise_rng, x0.shape, k, x0.dtype)
+        mu = self.objective.levels(k)[1] if self.objective.uses_target else None
+        self.losses.append(self.stepper.step(x0, draws, lr_at(cfg, k, elapsed), mu))
+        self.ema = ema_update(self.ema, self.stepper.params(), ema_warmup(cfg.ema_decay, k))
+        self.step = k + 1
+        return self.losses[-1]
+
+    def save(self, out):
+        from .checkpoint import save_toy_checkpoint
+
+        arrays, state = self.stepper.state()
+        arrays["losses"] = np.asarray(self.losses, np.float64)
+        state = {**state, "seconds": self.seconds, "rng": {"data": self.data_rng.bit_generator.state,
+                                                             "noise": self.noise_rng.rng.bit_generator.state}}
+        save_toy_checkpoint(out, self.stepper.params(), self.ema, self.cfg.to_dict(), self.step, arrays, state)
+
+    def resume(self, out, log):
+        from .checkpoint import read_toy_checkpoint, unflatten_params
+
+        arrays, state = read_toy_checkpoint(out)
+        saved = ToyConfig.from_dict(state["config"], f"the config of checkpoint {out}")
+        diff = sorted(k for k, v in self.cfg.to_dict().items()
+                      if k not in ToyConfig.RESUMABLE_CHANGES and getattr(saved, k) != v)
+        if diff:
+            raise ValueError(f"cannot resume from {out}: its run differs in {diff} "
+                             f"(saved {[getattr(saved, k) for k in diff]}, asked {[getattr(self.cfg, k) for k in diff]})")
+        if "rng" not in state:
+            raise ValueError(f"checkpoint {out} holds no training state to resume from")
+        self.stepper.load_state(arrays, state)
+        self.ema = unflatten_params("ema", arrays)
+        self.data_rng.bit_generator.state = state["rng"]["data"]
+        self.noise_rng.rng.bit_generator.state = state["rng"]["noise"]
+        self.losses, self.step, self.seconds = arrays["train.losses"].tolist(), int(state["step"]), state["seconds"]
+        log(f"resuming from {out} at step {self.step}")
+
+
+def train_toy(cfg: ToyConfig, progress: bool = True, callback=None, out=None, resume: bool = False,
+              log=print) -> dict:
+    """Train a 2-D model with ``cfg.method``.  With ``out``, write a checkpoint there every
+    ``cfg.ckpt_every`` steps and at the end; with ``resume``, continue from ``out``'s checkpoint
+    exactly (the same weights as an uninterrupted run, on the same backend).  Returns {'params',
+    'ema', 'losses', 'steps', 'seconds', 'config'}; params are NumPy ``init_mlp`` lists whatever
+    the backend."""
+    cfg.validate()
+    if resume and out is None:
+        raise ValueError("resume needs out: the run folder to resume from")
+    import contextlib
+
+    from .checkpoint import RunLock, is_toy_checkpoint
+
+    with RunLock(out) if out is not None else contextlib.nullcontext():
+        run = _ToyRun(cfg)
+        if resume and is_toy_checkpoint(out):
+            run.resume(out, log)
+        elif resume:
+            log(f"no checkpoint in {out} to resume from: starting at step 0")
+        steps = range(run.step, cfg.steps)
+        if progress:
+            from tqdm.auto import tqdm
+            steps = tqdm(steps, initial=run.step, total=cfg.steps, mininterval=1.0,
+                         desc=f"train {cfg.method} on {cfg.dataset} ({cfg.backend})")
+        start = time.perf_counter() - run.seconds
+        for k in steps:
+            loss = run.train_step(k, time.perf_counter() - start)
+            if callback is not None:
+                callback(k, loss)
+            run.seconds = time.perf_counter() - start
+            stop = bool(cfg.max_seconds) and run.seconds > cfg.max_seconds
+            if out is not None and cfg.ckpt_every and run.step % cfg.ckpt_every == 0 and not stop:
+                run.save(out)
+            if stop:
+                break
+        if out is not None:
+            run.save(out)
+    return {"params": run.stepper.params(), "ema": run.ema, "losses": np.asarray(run.losses), "steps": run.step,
+            "seconds": run.seconds, "config": cfg.to_dict()}
 
 
 class _NumpyStepper:
@@ -133,6 +208,24 @@ class _NumpyStepper:
 
     def params(self):
         return self._params
+
+    def state(self):
+        """(arrays, JSON) of everything but the weights: Adam's moments and step, the target."""
+        from .checkpoint import flatten_params
+
+        arrays = {**flatten_params("adam_m", self.opt["m"]), **flatten_params("adam_v", self.opt["v"])}
+        if self.target is not None:
+            arrays.update(flatten_params("target", self.target))
+        return arrays, {"optimizer": {"type": "minidiff.nn.adam", "step": int(self.opt["step"])}}
+
+    def load_state(self, arrays, state):
+        from .checkpoint import unflatten_params
+
+        self._params = unflatten_params("params", arrays)
+        self.opt = {"m": unflatten_params("train.adam_m", arrays), "v": unflatten_params("train.adam_v", arrays),
+                    "step": int(state["optimizer"]["step"])}
+        if self.target is not None:
+            self.target = unflatten_params("train.target", arrays)
 
 
 class _TorchStepper:
@@ -169,6 +262,36 @@ class _TorchStepper:
 
     def params(self):
         return self.model.to_params()
+
+    def state(self):
+        """(arrays, JSON) of everything but the weights: AdamW's moments and steps, the target."""
+        from .checkpoint import flatten_params
+
+        arrays = {}
+        for i, p in enumerate(self.model.parameters()):
+            for name, v in self.opt.state[p].items():
+                arrays[f"torch_adamw.{i}.{name}"] = v.detach().cpu().numpy()
+        if self.target is not None:
+            arrays.update(flatten_params("target", self.target.to_params()))
+        return arrays, {"optimizer": {"type": "torch.optim.AdamW"}}
+
+    def load_state(self, arrays, state):
+        from .checkpoint import unflatten_params
+        from .torch.mlp import TorchMLP
+
+        torch = self.torch
+        with torch.no_grad():
+            for p, q in zip(self.model.parameters(), TorchMLP.from_params(unflatten_params("params", arrays)).parameters()):
+                p.copy_(q)
+        per_param = {}
+        for key, v in arrays.items():
+            if key.startswith("train.torch_adamw."):
+                i, name = key.removeprefix("train.torch_adamw.").split(".", 1)
+                per_param.setdefault(int(i), {})[name] = torch.from_numpy(np.array(v))
+        groups = self.opt.state_dict()["param_groups"]
+        self.opt.load_state_dict({"state": per_param, "param_groups": groups})
+        if self.target is not None:
+            self.target = TorchMLP.from_params(unflatten_params("train.target", arrays)).requires_grad_(False)
 
 
 def sample_from_params(params, config, n: int, seed: int = 0, backend: str = "numpy", sampler=None,

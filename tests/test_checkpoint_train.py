@@ -117,7 +117,7 @@ def test_round_trip(tmp_path):
         for x, y in zip(a, b):
             assert x.dtype == y.dtype
             np.testing.assert_array_equal(x, y)
-    assert state["step"] == 7 and state["config"] == config and state["format"] == "minidiff-toy-v1"
+    assert state["step"] == 7 and state["config"] == config and state["format"] == "minidiff-toy-v2"
     # the path of either file works too
     p3, _, _ = checkpoint.load_toy_checkpoint(folder / "model.npz")
     np.testing.assert_array_equal(p3[0][0], params[0][0])
@@ -155,16 +155,42 @@ def test_truncated_model_gives_a_clear_error(tmp_path, keep):
         checkpoint.load_toy_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("state", ['{"format": "something-else", "step": 1}', "[1, 2, 3]", '"hello"', "{not json"])
-def test_foreign_state_json_is_rejected(tmp_path, state):
+def test_state_json_is_for_people_only(tmp_path):
+    """Loading reads the one model.npz: editing state.json changes nothing."""
     _save(tmp_path)
-    (tmp_path / "state.json").write_text(state)
-    with pytest.raises(ValueError, match="not a minidiff 2-D checkpoint|unreadable"):
+    (tmp_path / "state.json").write_text('{"format": "something-else", "step": 1, "config": {"T": 3}}')
+    _, _, state = checkpoint.load_toy_checkpoint(tmp_path)
+    assert state["step"] == 7 and state["config"]["T"] == 1000
+
+
+def _members(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_weights_and_state_are_bound_by_one_digest(tmp_path):
+    """Another run's state beside these weights, or an edited T, fails the sha256 check."""
+    _save(tmp_path / "a")
+    checkpoint.save_toy_checkpoint(tmp_path / "b", _params(3), _params(4), train.ToyConfig(method="edm").to_dict(), 9)
+    a, b = _members(tmp_path / "a" / "model.npz"), _members(tmp_path / "b" / "model.npz")
+    for name, value in (("__state__", b["__state__"]),
+                        ("__state__", np.frombuffer(a["__state__"].tobytes().replace(b'"T": 1000', b'"T": 100'), np.uint8))):
+        forged = {**a, name: value}
+        with open(tmp_path / "a" / "model.npz", "wb") as f:
+            np.savez(f, **forged)
+        with pytest.raises(ValueError, match="sha256"):
+            checkpoint.load_toy_checkpoint(tmp_path / "a")
+
+
+def test_a_checkpoint_of_the_old_two_file_format_is_refused_by_name(tmp_path):
+    with open(tmp_path / "model.npz", "wb") as f:
+        np.savez(f, **{"params.0.W": np.zeros((2, 2)), "params.0.b": np.zeros(2)})
+    with pytest.raises(ValueError, match="minidiff-toy-v2.*retrain"):
         checkpoint.load_toy_checkpoint(tmp_path)
 
 
 def test_missing_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.npz and state.json"):
+    with pytest.raises(FileNotFoundError, match="expected model.npz"):
         checkpoint.load_toy_checkpoint(tmp_path / "nothing")
 
 
