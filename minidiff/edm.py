@@ -76,13 +76,15 @@ def iddpm_u(M: int = 1000, C1: float = 0.001, C2: float = 0.008) -> np.ndarray:
     return u
 
 
-def iddpm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, M: int = 1000,
+def iddpm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 81.0, M: int = 1000,
                  C1: float = 0.001, C2: float = 0.008) -> np.ndarray:
-    """Table 1, iDDPM time steps: N of the u_j that lie in [sigma_min, sigma_max], evenly spaced
-    in j and rounded (t_i = u_floor(j0 + (M - 1 - j0) i/(N-1) + 1/2)).  Decreasing."""
+    """Table 1, iDDPM time steps: t_i = u_floor(j0 + (M - 1 - j0) i/(N-1) + 1/2), N of the u_j
+    that lie in [sigma_min, sigma_max], evenly spaced in j from j0 (the largest u_j in range).
+    The default sigma_max = 81 is NVlabs/edm's (generate.py): it keeps u_8 = 80.2037, so j0 = 8
+    as in Table 1 (sigma_max = 80 would drop u_8 and start at u_9 = 71.29).  Decreasing."""
     n = _checks.positive_int("n", n)
     u = iddpm_u(M, C1, C2)
-    u_in_range = u[(u >= sigma_min) & (u <= sigma_max)]           # decreasing: u_0 is the largest
+    u_in_range = u[(u >= sigma_min) & (u <= sigma_max)]           # decreasing: u_j0 is the largest
     return u_in_range[np.round(np.linspace(0, len(u_in_range) - 1, n)).astype(np.int64)]
 
 
