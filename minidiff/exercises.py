@@ -228,7 +228,7 @@ LESSONS = {
                (Exercise("modulate", "minidiff.torch.unet",
                          "split emb_out[:, :, None, None] into scale and shift along dim 1 (chunk(2, dim=1)); "
                          "return h * (1 + scale) + shift"),
-                Exercise("attention", "minidiff.torch.unet",
+                Exercise("attention", "minidiff.torch.attention",
                          "weights = softmax(q @ k^T / sqrt(d), over the last axis); return weights @ v"),
                 Exercise("image_grid", "minidiff.plot",
                          "rows = ceil(N / nrow); a grid full of 255 of shape (C, pad + rows (H + pad), "
