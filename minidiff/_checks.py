@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import namespace
+from .backend import namespace, to_numpy
 
 
 def positive_int(name: str, value) -> int:
@@ -31,7 +31,7 @@ def alpha_bar(value, name: str = "alpha_bar") -> np.ndarray:
 
 def timesteps(t, T: int, name: str = "t"):
     """Integer timesteps in [0, T); works on numpy arrays and torch tensors."""
-    t_np = np.asarray(t.detach().cpu() if hasattr(t, "detach") else t)
+    t_np = to_numpy(t)
     if not np.issubdtype(t_np.dtype, np.integer):
         raise ValueError(f"{name} must hold integer timesteps in [0, {T}), got dtype {t_np.dtype}")
     if t_np.size and (t_np.min() < 0 or t_np.max() >= T):

@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from . import _checks
-from .backend import namespace
+from .backend import namespace, stop_gradient
+from .edm import karras_sigmas
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,7 +51,9 @@ def consistency_function(raw_net, sigma_data: float = 0.5, eps: float = 0.002):
 
 def cm_boundaries(N: int, eps: float = 0.002, T: float = 80.0, rho: float = 7.0) -> np.ndarray:
     """CM section 3 / Appendix C: t_i = (eps^(1/rho) + (i-1)/(N-1) (T^(1/rho) - eps^(1/rho)))^rho,
-    i = 1..N: the Karras steps, increasing from eps to T.  (N,) float64."""
+    i = 1..N: the Karras steps (EDM eq. 5), increasing from eps to T.  (N,) float64.
+    Computed as ``edm.karras_sigmas(N, eps, T, rho)`` reversed: the same formula with i counted from
+    the other end, so the two agree to a few ulps (both round (1/rho)-th powers; tested)."""
     N = int(N)
     if N < 2:
         raise ValueError(f"a consistency schedule needs N >= 2 noise levels, got N={N}")
@@ -58,7 +61,7 @@ def cm_boundaries(N: int, eps: float = 0.002, T: float = 80.0, rho: float = 7.0)
         raise ValueError(f"rho must be > 0, got {rho!r}")
     if not 0 < eps < T:
         raise ValueError(f"need 0 < eps < T, got eps={eps!r}, T={T!r}")
-    return (eps ** (1 / rho) + np.linspace(0, 1, N) * (T ** (1 / rho) - eps ** (1 / rho))) ** rho
+    return karras_sigmas(N, sigma_min=eps, sigma_max=T, rho=rho)[::-1].copy()
 
 
 def ct_schedule(k: int, K: int, s0: int = 2, s1: int = 150, mu0: float = 0.9):
@@ -161,9 +164,7 @@ def ct_loss(f, f_target, x0, n, z, boundaries, metric: str = "l2", weight=None, 
 
 def _stop_gradient(a):
     """The target network's output is a constant of the loss (autograd: drop the trace; torch: detach)."""
-    if hasattr(a, "detach"):
-        return a.detach()
-    return getattr(a, "_value", a)
+    return stop_gradient(a)
 
 
 def ict_weight(boundaries, n):

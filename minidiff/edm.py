@@ -39,8 +39,12 @@ def vp_sigma(t, beta_d: float = 19.9, beta_min: float = 0.1):
 
 
 def vp_sigma_inv(sigma, beta_d: float = 19.9, beta_min: float = 0.1):
-    """Table 1, VP: sigma^-1(sigma) = (sqrt(beta_min^2 + 2 beta_d log(sigma^2 + 1)) - beta_min) / beta_d."""
-    return (np.sqrt(beta_min ** 2 + 2 * beta_d * np.log(np.asarray(sigma) ** 2 + 1)) - beta_min) / beta_d
+    """Table 1, VP: sigma^-1(sigma) = (sqrt(beta_min^2 + 2 beta_d log(sigma^2 + 1)) - beta_min) / beta_d.
+    sigma: an array of either backend (or a number / list, read as NumPy)."""
+    xp = namespace(sigma)
+    if not xp.is_array(sigma):
+        sigma = np.asarray(sigma, dtype=np.float64)
+    return (xp.sqrt(beta_min ** 2 + 2 * beta_d * xp.log(sigma ** 2 + 1)) - beta_min) / beta_d
 
 
 def vp_s(t, beta_d: float = 19.9, beta_min: float = 0.1):
@@ -109,8 +113,7 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
 def vp_preconditioning(sigma, M: int = 1000, beta_d: float = 19.9, beta_min: float = 0.1):
     """Table 1, VP: c_skip = 1, c_out = -sigma, c_in = 1 / sqrt(sigma^2 + 1), c_noise = (M - 1) sigma^-1(sigma)."""
     xp = namespace(sigma)
-    t = (xp.sqrt(beta_min ** 2 + 2 * beta_d * xp.log(sigma ** 2 + 1)) - beta_min) / beta_d
-    return xp.ones_like(sigma), -sigma, 1 / xp.sqrt(sigma ** 2 + 1), (M - 1) * t
+    return xp.ones_like(sigma), -sigma, 1 / xp.sqrt(sigma ** 2 + 1), (M - 1) * vp_sigma_inv(sigma, beta_d, beta_min)
 
 
 def ve_preconditioning(sigma):

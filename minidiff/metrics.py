@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks
-from .backend import namespace
+from .backend import namespace, to_numpy
 
 
 def _check_pair(x, y):
@@ -100,9 +100,7 @@ def exact_nll(log_prob, x) -> float:
 
 def _features(name: str, f, min_rows: int = 2) -> np.ndarray:
     """``f`` as a finite float64 (N, D) array with N >= min_rows, or a ValueError naming ``name``."""
-    if hasattr(f, "detach"):  # a torch tensor
-        f = f.detach().cpu().numpy()
-    a = np.asarray(f, dtype=np.float64)
+    a = np.asarray(to_numpy(f), dtype=np.float64)
     if a.ndim != 2 or a.shape[1] < 1:
         raise ValueError(f"{name} must be a 2-D array of features (N, D) with D >= 1, got shape {a.shape}")
     if a.shape[0] < min_rows:
@@ -114,7 +112,7 @@ def _features(name: str, f, min_rows: int = 2) -> np.ndarray:
 
 def _gaussian(name: str, mu, sigma):
     """A checked (mu (D,), Sigma (D, D)) pair, float64."""
-    mu = np.asarray(mu.detach().cpu() if hasattr(mu, "detach") else mu, dtype=np.float64)
+    mu = np.asarray(to_numpy(mu), dtype=np.float64)
     sigma = _covariance(f"sigma{name}", sigma)
     if mu.ndim != 1 or mu.shape[0] != sigma.shape[0]:
         raise ValueError(f"mu{name} must have shape (D,) = ({sigma.shape[0]},) to match sigma{name}, got {mu.shape}")
@@ -124,7 +122,7 @@ def _gaussian(name: str, mu, sigma):
 
 
 def _covariance(name: str, sigma) -> np.ndarray:
-    s = np.asarray(sigma.detach().cpu() if hasattr(sigma, "detach") else sigma, dtype=np.float64)
+    s = np.asarray(to_numpy(sigma), dtype=np.float64)
     if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape[0] < 1:
         raise ValueError(f"{name} must be a square covariance matrix (D, D), got shape {s.shape}")
     if not np.all(np.isfinite(s)):

@@ -751,3 +751,13 @@ def test_bad_denoiser_output_names_the_step(sampler):
     # torch tensors too
     with pytest.raises(ValueError, match=r"non-finite.*at step 0"):
         samplers.heun_sample(lambda x, s: x * torch.inf, torch.from_numpy(X_T[:4]), sig)
+
+
+def test_vp_sigma_inv_is_one_formula_on_both_backends():
+    s = np.array([0.002, 0.5, 3.0, 80.0])
+    a = edm.vp_sigma_inv(s)
+    b = edm.vp_sigma_inv(torch.as_tensor(s))
+    assert isinstance(b, torch.Tensor) and b.dtype == torch.float64
+    np.testing.assert_allclose(b.numpy(), a, rtol=1e-14)
+    np.testing.assert_allclose(edm.vp_preconditioning(torch.as_tensor(s))[3].numpy(), 999 * a, rtol=1e-14)
+    assert edm.vp_sigma_inv(3.0) == pytest.approx(a[2], rel=1e-15)
