@@ -53,6 +53,31 @@ def sliced_wasserstein(x, y, n_projections: int = 256, seed: int = 0, p: int = 2
     # END SOLUTION
 
 
+def sliced_wasserstein_report(samples=None, data=(), floor_pairs=(), **sw_kwargs) -> dict:
+    """The model's sliced Wasserstein distance to held-out data next to the data-against-data
+    floor, like with like: both are means over independent data sets of one size.
+
+    samples: (N, d), or a list with one (N, d) array per set of ``data`` (e.g. one per seed), or
+    None (the floor only); data: a list of (N, d) data sets; floor_pairs: a list of pairs (a, b)
+    of independent data sets.  ``sw_kwargs`` go to ``sliced_wasserstein``.  Returns
+    {'per_set': [SW(samples_i, data_i)], 'sliced_wasserstein': their mean,
+     'floor_per_pair': [SW(a_j, b_j)], 'data_floor': their mean, 'ratio': the quotient}
+    (None where there is nothing to average)."""
+    data, floor_pairs = list(data), list(floor_pairs)
+    if samples is None:
+        per_set = []
+    else:
+        each = list(samples) if isinstance(samples, (list, tuple)) else [samples] * len(data)
+        if len(each) != len(data):
+            raise ValueError(f"samples must be one (N, d) array or one per data set ({len(data)}), got {len(each)}")
+        per_set = [sliced_wasserstein(x, d, **sw_kwargs) for x, d in zip(each, data)]
+    floor = [sliced_wasserstein(a, b, **sw_kwargs) for a, b in floor_pairs]
+    swd = float(np.mean(per_set)) if per_set else None
+    data_floor = float(np.mean(floor)) if floor else None
+    return {"per_set": per_set, "sliced_wasserstein": swd, "floor_per_pair": floor, "data_floor": data_floor,
+            "ratio": swd / data_floor if swd is not None and data_floor else None}
+
+
 def mmd2_unbiased(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
     """Unbiased squared MMD (Gretton et al. 2012, eq. 3) with a sum of Gaussian kernels
     k(a, b) = sum_h exp(-|a - b|^2 / (2 h^2)).  Can be slightly negative when p = q."""
