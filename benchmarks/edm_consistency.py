@@ -30,7 +30,7 @@ from minidiff import edm, samplers
 from minidiff.backend import generator
 from minidiff.checkpoint import save_toy_checkpoint
 from minidiff.data.toy2d import eight_gaussians_mixture, sample_toy
-from minidiff.metrics import sliced_wasserstein
+from minidiff.metrics import sliced_wasserstein, sliced_wasserstein_report
 from minidiff.schedules import alpha_bars, linear_betas
 from minidiff.train import ToyConfig, sample_from_params, train_toy
 
@@ -50,16 +50,18 @@ def exact_part(n: int, seeds: int):
     alpha_bar = alpha_bars(betas)
     eps_model = gmm.eps_model(alpha_bar)
     rows = []
-    floors = [swd(gmm.sample(n, 1000 + s), gmm.sample(n, 2000 + s)) for s in range(seeds)]
+    data = [gmm.sample(n, 1000 + s) for s in range(seeds)]
+    floors = sliced_wasserstein_report(floor_pairs=[(data[s], gmm.sample(n, 2000 + s)) for s in range(seeds)])
+    floors = floors["floor_per_pair"]
 
     def run(name, nfe, fn, deterministic_ref=None):
-        dists, traj = [], []
+        xs, traj = [], []
         for s in range(seeds):
             z = generator(s).randn((n, 2))
-            x = fn(z, s)
-            dists.append(swd(x, gmm.sample(n, 1000 + s)))
+            xs.append(fn(z, s))
             if deterministic_ref is not None and s == 0:
-                traj.append(float(np.abs(x - deterministic_ref).mean()))
+                traj.append(float(np.abs(xs[-1] - deterministic_ref).mean()))
+        dists = sliced_wasserstein_report(xs, data)["per_set"]
         rows.append({"sampler": name, "nfe": nfe, "swd": float(np.mean(dists)), "swd_sem": float(np.std(dists) / np.sqrt(seeds)),
                      "trajectory_error": traj[0] if traj else None})
         print(f"  {name:28s} NFE {nfe:5d}  SWD {rows[-1]['swd']:.4f}  traj {rows[-1]['trajectory_error']}")
@@ -91,12 +93,13 @@ def exact_part(n: int, seeds: int):
 def trained_part(dataset: str, n: int, seeds: int, teacher_s: float, student_s: float):
     folder = Path(tempfile.mkdtemp(prefix="minidiff-bench-"))
     data = [sample_toy(dataset, n, 5000 + s) for s in range(seeds)]
-    floor = float(np.mean([swd(sample_toy(dataset, n, 6000 + s), data[s]) for s in range(seeds)]))
+    floor = sliced_wasserstein_report(floor_pairs=[(sample_toy(dataset, n, 6000 + s), data[s])
+                                                   for s in range(seeds)])["data_floor"]
     out = {"dataset": dataset, "n": n, "seeds": seeds, "floor": floor, "rows": []}
 
     def evaluate(name, params, config, sampler, steps, nfe, seconds, train_steps, label="", **kw):
-        d = [swd(sample_from_params(params, config, n, seed=s, sampler=sampler, steps=steps, **kw), data[s])
-             for s in range(seeds)]
+        d = sliced_wasserstein_report([sample_from_params(params, config, n, seed=s, sampler=sampler, steps=steps, **kw)
+                                       for s in range(seeds)], data)["per_set"]
         out["rows"].append({"model": name, "sampler": f"{sampler} {label}".strip(), "steps": steps, "nfe": nfe,
                             "swd": float(np.mean(d)), "train_seconds": seconds, "train_steps": train_steps})
         print(f"  {name:10s} {sampler:12s} steps {steps:3d} NFE {nfe:3d}  SWD {np.mean(d):.4f} (floor {floor:.4f})")

@@ -67,7 +67,7 @@ from scipy.integrate import solve_ivp  # noqa: E402
 
 from minidiff.backend import generator  # noqa: E402
 from minidiff.data.toy2d import eight_gaussians_mixture, sample_toy  # noqa: E402
-from minidiff.metrics import mmd2_unbiased, sliced_wasserstein  # noqa: E402
+from minidiff.metrics import mmd2_unbiased, sliced_wasserstein, sliced_wasserstein_report  # noqa: E402
 from minidiff.nn.mlp import mlp  # noqa: E402
 from minidiff.samplers import ddim_sample, ddim_timesteps, ddpm_sample  # noqa: E402
 from minidiff.schedules import alpha_bars, linear_betas  # noqa: E402
@@ -269,11 +269,9 @@ def deterministic_table(p, cfg, log):
 
 
 def floor_distances(p, n, pairs):
-    sw, mm = [], []
-    for i in range(pairs):
-        a, b = p.data(n, FLOOR_SEED + 2 * i), p.data(n, FLOOR_SEED + 2 * i + 1)
-        sw.append(sliced_wasserstein(a, b))
-        mm.append(mmd2_unbiased(a, b))
+    sets = [(p.data(n, FLOOR_SEED + 2 * i), p.data(n, FLOOR_SEED + 2 * i + 1)) for i in range(pairs)]
+    sw = sliced_wasserstein_report(floor_pairs=sets)["floor_per_pair"]
+    mm = [mmd2_unbiased(a, b) for a, b in sets]
     return {"swd_mean": float(np.mean(sw)), "swd_std": float(np.std(sw)), "mmd2_mean": float(np.mean(mm)),
             "mmd2_std": float(np.std(mm)), "pairs": pairs}
 

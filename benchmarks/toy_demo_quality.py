@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from minidiff.data.toy2d import sample_toy
-from minidiff.metrics import sliced_wasserstein
+from minidiff.metrics import sliced_wasserstein, sliced_wasserstein_report
 from minidiff.train import ToyConfig, sample_from_params, train_toy
 
 N = 5000
@@ -36,15 +36,10 @@ FLOOR_SEED0 = 10_000
 FRESH_SEED = 20_000
 
 
-def floor(name: str, n_pairs: int) -> list[float]:
-    """SWD between pairs of independent N-point data sets."""
-    return [sliced_wasserstein(sample_toy(name, N, FLOOR_SEED0 + 2 * i), sample_toy(name, N, FLOOR_SEED0 + 2 * i + 1))
-            for i in range(n_pairs)]
-
-
 def run(name: str, max_seconds: float, n_pairs: int, sample_seed: int, backend: str) -> dict:
     cfg = ToyConfig(dataset=name, max_seconds=max_seconds, backend=backend)
-    floors = floor(name, n_pairs)
+    # 2 n_pairs independent N-point data sets: the floor pairs them up (2i, 2i + 1)
+    sets = [sample_toy(name, N, FLOOR_SEED0 + i) for i in range(2 * n_pairs)]
     t0 = time.perf_counter()
     res = train_toy(cfg, progress=False)
     t1 = time.perf_counter()
@@ -54,7 +49,8 @@ def run(name: str, max_seconds: float, n_pairs: int, sample_seed: int, backend: 
     # The same samples against the floor's data sets too: how much of the number is the
     # particular fresh set.  The pass rule compares like with like: the floor is a mean over
     # data-vs-data pairs, so the model's distance is the mean over fresh sets too.
-    swd_spread = [sliced_wasserstein(x, sample_toy(name, N, FLOOR_SEED0 + i)) for i in range(2 * n_pairs)]
+    report = sliced_wasserstein_report(x, sets, [(sets[2 * i], sets[2 * i + 1]) for i in range(n_pairs)])
+    swd_spread, floors = report["per_set"], report["floor_per_pair"]
     floor_mean = float(np.mean(floors))
     return {
         "dataset": name,

@@ -13,9 +13,8 @@ import numpy as np
 
 from minidiff import _checks
 from minidiff.backend import namespace
-from minidiff.diffusion import _coef, q_sample, target_of
+from minidiff.diffusion import _coef, ddpm_sigma2, q_sample, target_of
 from minidiff.losses import TARGETS
-from minidiff.samplers import ddpm_sigma2
 
 
 def ddpm_loss(model, x0, t, noise, alpha_bar, target: str = "eps", **model_kwargs):

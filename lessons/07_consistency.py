@@ -60,10 +60,12 @@ def ct_loss(f, f_target, x0, n, z, boundaries, metric: str = "l2", weight=None, 
     raise NotImplementedError("EXERCISE ct_loss: write this function (see its docstring)")
 
 
-def consistency_sample(f, x_T, taus, randn_like, T: float = 80.0, eps: float = 0.002, callback=None, **kwargs):
+def consistency_sample(f, x_T, taus, randn_like, T: float = 80.0, eps: float = 0.002, callback=None,
+                       progress=False, **kwargs):
     """CM Algorithm 1, multistep consistency sampling: x = f(x_T, T); then for each tau in the
     decreasing ``taus``: x_tau = x + sqrt(tau^2 - eps^2) z and x = f(x_tau, tau).
-    x_T = T z (B, ...).  One step when ``taus`` is empty; NFE = 1 + len(taus)."""
+    x_T = T z (B, ...).  One step when ``taus`` is empty; NFE = 1 + len(taus).  ``progress`` is
+    accepted for the samplers' common head and ignored: a few steps need no progress bar."""
     taus = [float(t) for t in np.atleast_1d(np.asarray(taus, dtype=np.float64))] if len(np.atleast_1d(taus)) else []
     if any(not eps < t < T for t in taus):
         raise ValueError(f"every tau must lie in (eps, T) = ({eps}, {T}), got {taus}")

@@ -24,13 +24,17 @@ def mixture_class_posterior(x, means, variances, weights, alpha=1.0, sigma=0.0):
     raise NotImplementedError("EXERCISE mixture_class_posterior: write this function (see its docstring)")
 
 
-def drop_labels(labels, p_uncond: float, null_label: int, rng):
+def drop_labels(labels, p_uncond: float, null_label, rng):
     """Algorithm 1, line 3: c <- null with probability p_uncond, independently per example.
-    labels: (B,) integers of either backend; rng: a numpy Generator (one uniform per example).
-    -> (B,) labels, the dropped ones set to ``null_label``."""
+    labels: (B, ...) of either backend, the conditioning of one keyword: integer class labels
+    (B,), or e.g. a text embedding (B, L, D); null_label: an int label, or an array of one
+    example's shape (e.g. a zero embedding), broadcast over the batch.  rng: a numpy Generator
+    (one uniform per example).  -> labels with the dropped examples set to the null."""
     if not 0 <= p_uncond < 1:
         raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond!r}")
     xp = namespace(labels)
+    if not isinstance(null_label, (int, np.integer)):
+        null_label = xp.asarray(null_label, like=labels)     # an array null: labels' backend, device, dtype
     raise NotImplementedError("EXERCISE drop_labels: write this function (see its docstring)")
 
 
@@ -41,17 +45,27 @@ def guided(cond, uncond, w: float):
     raise NotImplementedError("EXERCISE guided: write this function (see its docstring)")
 
 
-def classifier_free_guidance(model, w: float, null_label: int):
-    """Wrap a class-conditional ``model(x, t, class_labels=c)`` into the guided model with the
-    same signature, for any sampler.  One call on the doubled batch [x; x] with labels
-    [c; null] gives both predictions (one network evaluation per step, twice the batch)."""
+def classifier_free_guidance(model, w: float, null_label=None, key: str = "class_labels", null=None):
+    """Wrap a conditional ``model(x, t, **{key: c})`` into the guided model with the same
+    signature, for any sampler.  One call on the doubled batch [x; x] with the condition
+    [c; null] gives both predictions (one network evaluation per step, twice the batch).
+    ``key`` names the conditioning keyword ('class_labels', or e.g. 'context' for text);
+    the null condition (``null`` or, by its old name, ``null_label``) is an int label or an array
+    of one example's shape, broadcast over the batch.  Other keyword arguments pass through,
+    arrays doubled along the batch."""
     w = _check_w(w)
+    if (null is None) == (null_label is None):
+        raise ValueError("classifier_free_guidance needs the null condition: pass exactly one of null or null_label")
+    null = null_label if null is None else null
 
-    def guided_model(x, t, class_labels=None):
-        if class_labels is None:
-            raise ValueError("classifier-free guidance needs class_labels (B,) for the conditional prediction")
+    def guided_model(x, t, **model_kwargs):
+        c = model_kwargs.pop(key, None)
+        if c is None:
+            raise ValueError(f"classifier-free guidance needs {key} (B, ...) for the conditional prediction")
         xp = namespace(x)
         B = x.shape[0]
+        rest = {k: xp.concatenate([v, v], axis=0) if xp.is_array(v) else v for k, v in model_kwargs.items()}
+        null_c = xp.zeros_like(c) + (null if isinstance(null, (int, np.integer)) else xp.asarray(null, like=c))
         raise NotImplementedError("EXERCISE classifier_free_guidance: write this function (see its docstring)")
 
     return guided_model

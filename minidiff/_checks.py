@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import namespace, to_numpy
+
 
 def positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -29,7 +31,7 @@ def alpha_bar(value, name: str = "alpha_bar") -> np.ndarray:
 
 def timesteps(t, T: int, name: str = "t"):
     """Integer timesteps in [0, T); works on numpy arrays and torch tensors."""
-    t_np = np.asarray(t.detach().cpu() if hasattr(t, "detach") else t)
+    t_np = to_numpy(t)
     if not np.issubdtype(t_np.dtype, np.integer):
         raise ValueError(f"{name} must hold integer timesteps in [0, {T}), got dtype {t_np.dtype}")
     if t_np.size and (t_np.min() < 0 or t_np.max() >= T):
@@ -58,3 +60,50 @@ def choice(name: str, value, allowed):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
     return value
+
+
+def decreasing_timesteps(timesteps, T: int, name: str = "timesteps") -> np.ndarray:
+    """A sampler's sub-sequence of steps: a non-empty, strictly decreasing 1-D integer array in [0, T)."""
+    tau = np.asarray(timesteps)
+    if tau.ndim != 1 or tau.size < 1 or not np.issubdtype(tau.dtype, np.integer):
+        raise ValueError(f"{name} must be a non-empty 1-D array of integers")
+    if tau.min() < 0 or tau.max() >= T:
+        raise ValueError(f"{name} must lie in [0, T) = [0, {T}), got [{tau.min()}, {tau.max()}]")
+    if np.any(np.diff(tau) >= 0):
+        raise ValueError(f"{name} must be strictly decreasing (from noise to data)")
+    return tau
+
+
+def sigmas(value, name: str = "sigmas") -> np.ndarray:
+    """A sampler's noise levels: finite, >= 0, strictly decreasing; returned float64 with the final
+    level 0 appended when it is not already there."""
+    s = np.asarray(value, dtype=np.float64)
+    if s.ndim != 1 or s.size < 1:
+        raise ValueError(f"{name} must be a non-empty 1-D array")
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError(f"{name} must be finite and >= 0")
+    if np.any(np.diff(s) >= 0):
+        raise ValueError(f"{name} must be strictly decreasing (from noise to data)")
+    return s if s[-1] == 0 else np.append(s, 0.0)
+
+
+def model_output(model, x, t_batch, step: int, **model_kwargs):
+    """model(x, t_batch, **model_kwargs), checked: the shape of x and finite values (else a
+    ValueError naming the sampler step)."""
+    out = model(x, t_batch, **model_kwargs)
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"model output at step {step} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+    if not namespace(out).all_finite(out):
+        raise ValueError(f"model returned non-finite values (NaN or inf) at step t={step}")
+    return out
+
+
+def denoiser_output(D, x, sigma: float, step: int, **model_kwargs):
+    """D(x; sigma) with sigma broadcast to (B,), checked like ``model_output``."""
+    xp = namespace(x)
+    out = D(x, xp.asarray(np.full(x.shape[0], sigma), like=x), **model_kwargs)
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"denoiser output at step {step} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+    if not xp.all_finite(out):
+        raise ValueError(f"denoiser returned non-finite values (NaN or inf) at step {step} (sigma={sigma:.4g})")
+    return out

@@ -305,6 +305,18 @@ def namespace(*arrays, xp=None):
     return get_namespace("numpy")
 
 
+def to_numpy(a) -> np.ndarray:
+    """``a`` as a NumPy array, whatever it is: an ndarray, a traced autograd box (its value), a
+    torch tensor on any device (detached, copied to the CPU), a number or a list."""
+    return namespace(a).to_numpy(a)
+
+
+def stop_gradient(a):
+    """``a`` as a constant of the computation: its value without the autograd trace (NumPy) or
+    detached from the graph (torch); same backend, device and dtype."""
+    return a.detach() if _is_torch(a) else getattr(a, "_value", a)
+
+
 # ----------------------------------------------------------------------------------------------
 # The global default, only for what has no input array to dispatch on.
 

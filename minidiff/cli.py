@@ -100,7 +100,7 @@ def _sample_and_report(params, config, out: Path, n: int, seed: int, backend: st
                        sampler=None, steps=None, eta=0.0, sampler_kwargs=None):
     from . import plot
     from .data.toy2d import sample_toy
-    from .metrics import sliced_wasserstein
+    from .metrics import sliced_wasserstein_report
     from .train import ToyConfig, sample_from_params
 
     config = ToyConfig.from_dict(config)
@@ -119,8 +119,8 @@ def _sample_and_report(params, config, out: Path, n: int, seed: int, backend: st
     # like with like: the model's distance to 5 fresh data sets against 5 data-vs-data pairs
     data = [sample_toy(config.dataset, n, 10_000 + seed + i) for i in range(5)]
     fresh = [sample_toy(config.dataset, n, 20_000 + seed + i) for i in range(5)]
-    swd = float(np.mean([sliced_wasserstein(samples, d) for d in data]))
-    floor = float(np.mean([sliced_wasserstein(f, d) for f, d in zip(fresh, data)]))
+    sw = sliced_wasserstein_report(samples, data, list(zip(fresh, data)))
+    swd, floor = sw["sliced_wasserstein"], sw["data_floor"]
     data = data[0]
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "samples.npy", samples)

@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from . import _checks
-from .backend import namespace
+from .backend import namespace, stop_gradient
+from .edm import karras_sigmas
 
 
 # ----------------------------------------------------------------------------------------------
@@ -52,7 +53,9 @@ def consistency_function(raw_net, sigma_data: float = 0.5, eps: float = 0.002):
 
 def cm_boundaries(N: int, eps: float = 0.002, T: float = 80.0, rho: float = 7.0) -> np.ndarray:
     """CM section 3 / Appendix C: t_i = (eps^(1/rho) + (i-1)/(N-1) (T^(1/rho) - eps^(1/rho)))^rho,
-    i = 1..N: the Karras steps, increasing from eps to T.  (N,) float64."""
+    i = 1..N: the Karras steps (EDM eq. 5), increasing from eps to T.  (N,) float64.
+    Computed as ``edm.karras_sigmas(N, eps, T, rho)`` reversed: the same formula with i counted from
+    the other end, so the two agree to a few ulps (both round (1/rho)-th powers; tested)."""
     N = int(N)
     if N < 2:
         raise ValueError(f"a consistency schedule needs N >= 2 noise levels, got N={N}")
@@ -60,7 +63,7 @@ def cm_boundaries(N: int, eps: float = 0.002, T: float = 80.0, rho: float = 7.0)
         raise ValueError(f"rho must be > 0, got {rho!r}")
     if not 0 < eps < T:
         raise ValueError(f"need 0 < eps < T, got eps={eps!r}, T={T!r}")
-    return (eps ** (1 / rho) + np.linspace(0, 1, N) * (T ** (1 / rho) - eps ** (1 / rho))) ** rho
+    return karras_sigmas(N, sigma_min=eps, sigma_max=T, rho=rho)[::-1].copy()
 
 
 def ct_schedule(k: int, K: int, s0: int = 2, s1: int = 150, mu0: float = 0.9):
@@ -170,9 +173,7 @@ def ct_loss(f, f_target, x0, n, z, boundaries, metric: str = "l2", weight=None, 
 
 def _stop_gradient(a):
     """The target network's output is a constant of the loss (autograd: drop the trace; torch: detach)."""
-    if hasattr(a, "detach"):
-        return a.detach()
-    return getattr(a, "_value", a)
+    return stop_gradient(a)
 
 
 def ict_weight(boundaries, n):
@@ -185,10 +186,12 @@ def ict_weight(boundaries, n):
 # ----------------------------------------------------------------------------------------------
 # Sampling (CM Algorithm 1).
 
-def consistency_sample(f, x_T, taus, randn_like, T: float = 80.0, eps: float = 0.002, callback=None, **kwargs):
+def consistency_sample(f, x_T, taus, randn_like, T: float = 80.0, eps: float = 0.002, callback=None,
+                       progress=False, **kwargs):
     """CM Algorithm 1, multistep consistency sampling: x = f(x_T, T); then for each tau in the
     decreasing ``taus``: x_tau = x + sqrt(tau^2 - eps^2) z and x = f(x_tau, tau).
-    x_T = T z (B, ...).  One step when ``taus`` is empty; NFE = 1 + len(taus)."""
+    x_T = T z (B, ...).  One step when ``taus`` is empty; NFE = 1 + len(taus).  ``progress`` is
+    accepted for the samplers' common head and ignored: a few steps need no progress bar."""
     taus = [float(t) for t in np.atleast_1d(np.asarray(taus, dtype=np.float64))] if len(np.atleast_1d(taus)) else []
     if any(not eps < t < T for t in taus):
         raise ValueError(f"every tau must lie in (eps, T) = ({eps}, {T}), got {taus}")

@@ -57,6 +57,22 @@ def q_posterior(x0, x_t, t, betas):
     # END SOLUTION
 
 
+VARIANCES = ("beta", "posterior")
+
+
+def ddpm_sigma2(betas, variance: str = "beta") -> np.ndarray:
+    """DDPM section 3.2: the reverse-step variance sigma_t^2, either beta_t ('beta') or the
+    posterior variance beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t ('posterior',
+    the variance of q_posterior above)."""
+    _checks.choice("variance", variance, VARIANCES)
+    betas = _checks.betas(betas)
+    if variance == "beta":
+        return betas
+    alpha_bar = np.cumprod(1 - betas)
+    alpha_bar_prev = np.append(1.0, alpha_bar[:-1])
+    return (1 - alpha_bar_prev) / (1 - alpha_bar) * betas
+
+
 def eps_to_x0(x_t, t, eps, alpha_bar):
     """Invert eq. (4): x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
     xp = namespace(x_t, eps)

@@ -41,8 +41,12 @@ def vp_sigma(t, beta_d: float = 19.9, beta_min: float = 0.1):
 
 
 def vp_sigma_inv(sigma, beta_d: float = 19.9, beta_min: float = 0.1):
-    """Table 1, VP: sigma^-1(sigma) = (sqrt(beta_min^2 + 2 beta_d log(sigma^2 + 1)) - beta_min) / beta_d."""
-    return (np.sqrt(beta_min ** 2 + 2 * beta_d * np.log(np.asarray(sigma) ** 2 + 1)) - beta_min) / beta_d
+    """Table 1, VP: sigma^-1(sigma) = (sqrt(beta_min^2 + 2 beta_d log(sigma^2 + 1)) - beta_min) / beta_d.
+    sigma: an array of either backend (or a number / list, read as NumPy)."""
+    xp = namespace(sigma)
+    if not xp.is_array(sigma):
+        sigma = np.asarray(sigma, dtype=np.float64)
+    return (xp.sqrt(beta_min ** 2 + 2 * beta_d * xp.log(sigma ** 2 + 1)) - beta_min) / beta_d
 
 
 def vp_s(t, beta_d: float = 19.9, beta_min: float = 0.1):
@@ -78,13 +82,15 @@ def iddpm_u(M: int = 1000, C1: float = 0.001, C2: float = 0.008) -> np.ndarray:
     return u
 
 
-def iddpm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, M: int = 1000,
+def iddpm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 81.0, M: int = 1000,
                  C1: float = 0.001, C2: float = 0.008) -> np.ndarray:
-    """Table 1, iDDPM time steps: N of the u_j that lie in [sigma_min, sigma_max], evenly spaced
-    in j and rounded (t_i = u_floor(j0 + (M - 1 - j0) i/(N-1) + 1/2)).  Decreasing."""
+    """Table 1, iDDPM time steps: t_i = u_floor(j0 + (M - 1 - j0) i/(N-1) + 1/2), N of the u_j
+    that lie in [sigma_min, sigma_max], evenly spaced in j from j0 (the largest u_j in range).
+    The default sigma_max = 81 is NVlabs/edm's (generate.py): it keeps u_8 = 80.2037, so j0 = 8
+    as in Table 1 (sigma_max = 80 would drop u_8 and start at u_9 = 71.29).  Decreasing."""
     n = _checks.positive_int("n", n)
     u = iddpm_u(M, C1, C2)
-    u_in_range = u[(u >= sigma_min) & (u <= sigma_max)]           # decreasing: u_0 is the largest
+    u_in_range = u[(u >= sigma_min) & (u <= sigma_max)]           # decreasing: u_j0 is the largest
     return u_in_range[np.round(np.linspace(0, len(u_in_range) - 1, n)).astype(np.int64)]
 
 
@@ -111,8 +117,7 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
 def vp_preconditioning(sigma, M: int = 1000, beta_d: float = 19.9, beta_min: float = 0.1):
     """Table 1, VP: c_skip = 1, c_out = -sigma, c_in = 1 / sqrt(sigma^2 + 1), c_noise = (M - 1) sigma^-1(sigma)."""
     xp = namespace(sigma)
-    t = (xp.sqrt(beta_min ** 2 + 2 * beta_d * xp.log(sigma ** 2 + 1)) - beta_min) / beta_d
-    return xp.ones_like(sigma), -sigma, 1 / xp.sqrt(sigma ** 2 + 1), (M - 1) * t
+    return xp.ones_like(sigma), -sigma, 1 / xp.sqrt(sigma ** 2 + 1), (M - 1) * vp_sigma_inv(sigma, beta_d, beta_min)
 
 
 def ve_preconditioning(sigma):

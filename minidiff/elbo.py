@@ -15,8 +15,7 @@ import numpy as np
 
 from . import _checks
 from .backend import namespace
-from .diffusion import eps_to_x0, q_posterior, q_sample
-from .samplers import VARIANCES, _checked_model_output, ddpm_sigma2
+from .diffusion import VARIANCES, ddpm_sigma2, eps_to_x0, q_posterior, q_sample
 
 
 def gaussian_kl(mean1, var1, mean2, var2):
@@ -61,7 +60,7 @@ def ddpm_bound_terms(eps_model, x0, betas, randn_like, variance: str = "beta"):
     for step in range(T):
         t = xp.int_array(step * ones, like=x0)
         x_t = q_sample(x0, t, alpha_bar, randn_like(x0))
-        eps = _checked_model_output(eps_model, x_t, t, step)
+        eps = _checks.model_output(eps_model, x_t, t, step)
         mean_model, _ = q_posterior(eps_to_x0(x_t, t, eps, alpha_bar), x_t, t, betas)
         if step == 0:  # L_0: the Gaussian decoder with variance beta_1
             term = -gaussian_log_density(x0, mean_model, float(betas[0]))

@@ -101,7 +101,8 @@ LESSONS = {
                _exercises("minidiff.metrics: feature_statistics trace_sqrt_product frechet_distance",
                           "minidiff.metrics: polynomial_mmd2 kid")),
         Lesson("11", "11_switching_backends", "Switching backends: a U-Net on Fashion-MNIST",
-               _exercises("minidiff.torch.unet: modulate attention",
+               _exercises("minidiff.torch.unet: modulate",
+                          "minidiff.torch.attention: attention",
                           "minidiff.plot: image_grid",
                           "minidiff.torch.loop: batch_indices lr_at")),
     )

@@ -27,17 +27,21 @@ def _check_w(w) -> float:
     return float(w)
 
 
-def drop_labels(labels, p_uncond: float, null_label: int, rng):
+def drop_labels(labels, p_uncond: float, null_label, rng):
     """Algorithm 1, line 3: c <- null with probability p_uncond, independently per example.
-    labels: (B,) integers of either backend; rng: a numpy Generator (one uniform per example).
-    -> (B,) labels, the dropped ones set to ``null_label``."""
+    labels: (B, ...) of either backend, the conditioning of one keyword: integer class labels
+    (B,), or e.g. a text embedding (B, L, D); null_label: an int label, or an array of one
+    example's shape (e.g. a zero embedding), broadcast over the batch.  rng: a numpy Generator
+    (one uniform per example).  -> labels with the dropped examples set to the null."""
     if not 0 <= p_uncond < 1:
         raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond!r}")
     xp = namespace(labels)
+    if not isinstance(null_label, (int, np.integer)):
+        null_label = xp.asarray(null_label, like=labels)     # an array null: labels' backend, device, dtype
     # BEGIN SOLUTION
-    # hint: d = xp.int_array(rng.random(B) < p_uncond, like=labels) (1 where dropped); return labels
-    # hint: * (1 - d) + null_label * d
-    d = xp.int_array(rng.random(labels.shape[0]) < p_uncond, like=labels)   # (B,) 1 where dropped
+    # hint: d = xp.int_array(rng.random(B) < p_uncond, like=labels) (1 where dropped), with
+    # hint: labels.ndim - 1 trailing axes (xp.append_dims); return labels * (1 - d) + null_label * d
+    d = xp.append_dims(xp.int_array(rng.random(labels.shape[0]) < p_uncond, like=labels), labels.ndim)  # 1: dropped
     return labels * (1 - d) + null_label * d
     # END SOLUTION
 
@@ -52,24 +56,32 @@ def guided(cond, uncond, w: float):
     # END SOLUTION
 
 
-def classifier_free_guidance(model, w: float, null_label: int):
-    """Wrap a class-conditional ``model(x, t, class_labels=c)`` into the guided model with the
-    same signature, for any sampler.  One call on the doubled batch [x; x] with labels
-    [c; null] gives both predictions (one network evaluation per step, twice the batch)."""
+def classifier_free_guidance(model, w: float, null_label=None, key: str = "class_labels", null=None):
+    """Wrap a conditional ``model(x, t, **{key: c})`` into the guided model with the same
+    signature, for any sampler.  One call on the doubled batch [x; x] with the condition
+    [c; null] gives both predictions (one network evaluation per step, twice the batch).
+    ``key`` names the conditioning keyword ('class_labels', or e.g. 'context' for text);
+    the null condition (``null`` or, by its old name, ``null_label``) is an int label or an array
+    of one example's shape, broadcast over the batch.  Other keyword arguments pass through,
+    arrays doubled along the batch."""
     w = _check_w(w)
+    if (null is None) == (null_label is None):
+        raise ValueError("classifier_free_guidance needs the null condition: pass exactly one of null or null_label")
+    null = null_label if null is None else null
 
-    def guided_model(x, t, class_labels=None):
-        if class_labels is None:
-            raise ValueError("classifier-free guidance needs class_labels (B,) for the conditional prediction")
+    def guided_model(x, t, **model_kwargs):
+        c = model_kwargs.pop(key, None)
+        if c is None:
+            raise ValueError(f"classifier-free guidance needs {key} (B, ...) for the conditional prediction")
         xp = namespace(x)
         B = x.shape[0]
+        rest = {k: xp.concatenate([v, v], axis=0) if xp.is_array(v) else v for k, v in model_kwargs.items()}
+        null_c = xp.zeros_like(c) + (null if isinstance(null, (int, np.integer)) else xp.asarray(null, like=c))
         # BEGIN SOLUTION
-        # hint: inside guided_model: one model call on xp.concatenate([x, x]), the same for t, and
-        # hint: labels [class_labels; null_label repeated B times]; split the output at B and return
-        # hint: guided(first half, second half, w)
-        null = xp.int_array(np.full(B, null_label), like=class_labels)    # (B,)
+        # hint: one model call on xp.concatenate([x, x]), the same for t, and the condition
+        # hint: [c; null_c] under key; split the output at B and return guided(first half, second half, w)
         out = model(xp.concatenate([x, x], axis=0), xp.concatenate([t, t], axis=0),
-                    class_labels=xp.concatenate([class_labels, null], axis=0))   # (2B, ...)
+                    **{key: xp.concatenate([c, null_c], axis=0)}, **rest)   # (2B, ...)
         return guided(out[:B], out[B:], w)
         # END SOLUTION
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks
-from .backend import namespace
+from .backend import namespace, to_numpy
 
 
 def _check_pair(x, y):
@@ -53,6 +53,31 @@ def sliced_wasserstein(x, y, n_projections: int = 256, seed: int = 0, p: int = 2
         px, py = _quantiles(xp, px, n), _quantiles(xp, py, n)
     return float(xp.mean(xp.abs(px - py) ** p) ** (1.0 / p))
     # END SOLUTION
+
+
+def sliced_wasserstein_report(samples=None, data=(), floor_pairs=(), **sw_kwargs) -> dict:
+    """The model's sliced Wasserstein distance to held-out data next to the data-against-data
+    floor, like with like: both are means over independent data sets of one size.
+
+    samples: (N, d), or a list with one (N, d) array per set of ``data`` (e.g. one per seed), or
+    None (the floor only); data: a list of (N, d) data sets; floor_pairs: a list of pairs (a, b)
+    of independent data sets.  ``sw_kwargs`` go to ``sliced_wasserstein``.  Returns
+    {'per_set': [SW(samples_i, data_i)], 'sliced_wasserstein': their mean,
+     'floor_per_pair': [SW(a_j, b_j)], 'data_floor': their mean, 'ratio': the quotient}
+    (None where there is nothing to average)."""
+    data, floor_pairs = list(data), list(floor_pairs)
+    if samples is None:
+        per_set = []
+    else:
+        each = list(samples) if isinstance(samples, (list, tuple)) else [samples] * len(data)
+        if len(each) != len(data):
+            raise ValueError(f"samples must be one (N, d) array or one per data set ({len(data)}), got {len(each)}")
+        per_set = [sliced_wasserstein(x, d, **sw_kwargs) for x, d in zip(each, data)]
+    floor = [sliced_wasserstein(a, b, **sw_kwargs) for a, b in floor_pairs]
+    swd = float(np.mean(per_set)) if per_set else None
+    data_floor = float(np.mean(floor)) if floor else None
+    return {"per_set": per_set, "sliced_wasserstein": swd, "floor_per_pair": floor, "data_floor": data_floor,
+            "ratio": swd / data_floor if swd is not None and data_floor else None}
 
 
 def mmd2_unbiased(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
@@ -106,9 +131,7 @@ def exact_nll(log_prob, x) -> float:
 
 def _features(name: str, f, min_rows: int = 2) -> np.ndarray:
     """``f`` as a finite float64 (N, D) array with N >= min_rows, or a ValueError naming ``name``."""
-    if hasattr(f, "detach"):  # a torch tensor
-        f = f.detach().cpu().numpy()
-    a = np.asarray(f, dtype=np.float64)
+    a = np.asarray(to_numpy(f), dtype=np.float64)
     if a.ndim != 2 or a.shape[1] < 1:
         raise ValueError(f"{name} must be a 2-D array of features (N, D) with D >= 1, got shape {a.shape}")
     if a.shape[0] < min_rows:
@@ -120,7 +143,7 @@ def _features(name: str, f, min_rows: int = 2) -> np.ndarray:
 
 def _gaussian(name: str, mu, sigma):
     """A checked (mu (D,), Sigma (D, D)) pair, float64."""
-    mu = np.asarray(mu.detach().cpu() if hasattr(mu, "detach") else mu, dtype=np.float64)
+    mu = np.asarray(to_numpy(mu), dtype=np.float64)
     sigma = _covariance(f"sigma{name}", sigma)
     if mu.ndim != 1 or mu.shape[0] != sigma.shape[0]:
         raise ValueError(f"mu{name} must have shape (D,) = ({sigma.shape[0]},) to match sigma{name}, got {mu.shape}")
@@ -130,7 +153,7 @@ def _gaussian(name: str, mu, sigma):
 
 
 def _covariance(name: str, sigma) -> np.ndarray:
-    s = np.asarray(sigma.detach().cpu() if hasattr(sigma, "detach") else sigma, dtype=np.float64)
+    s = np.asarray(to_numpy(sigma), dtype=np.float64)
     if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape[0] < 1:
         raise ValueError(f"{name} must be a square covariance matrix (D, D), got shape {s.shape}")
     if not np.all(np.isfinite(s)):

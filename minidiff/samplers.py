@@ -1,6 +1,9 @@
-"""Samplers.  Each takes a model, the starting noise and the schedule, with its randomness
-passed in as ``randn_like`` (as in EDM's sampler), and an optional per-step ``callback``
-(as in k-diffusion) that receives a dict with the current ``x`` and step ``i``.
+"""Samplers.  Every ``*_sample`` function has one head,
+``(model, x, schedule, ..., randn_like, callback=None, progress=False, **model_kwargs)``: a model,
+the starting noise and the schedule; randomness passed in as ``randn_like`` (as in EDM's
+sampler; the deterministic samplers accept and ignore it); an optional per-step ``callback``
+(as in k-diffusion) that receives a dict with the current ``x`` and step ``i``; ``progress`` for
+a tqdm bar; and ``model_kwargs`` (e.g. ``class_labels``) passed to every model call.
 """
 from __future__ import annotations
 
@@ -9,22 +12,15 @@ import math
 import numpy as np
 
 from . import _checks
+from ._progress import progress_bar
 from .backend import namespace
-from .diffusion import _coef
+from .diffusion import VARIANCES, ddpm_sigma2  # noqa: F401  (ddpm_sigma2 is imported from here by lesson 03)
 
-VARIANCES = ("beta", "posterior")
-
-
-def ddpm_sigma2(betas, variance: str = "beta") -> np.ndarray:
-    """DDPM section 3.2: the reverse-step variance sigma_t^2, either beta_t ('beta') or the
-    posterior variance beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t ('posterior')."""
-    _checks.choice("variance", variance, VARIANCES)
-    betas = _checks.betas(betas)
-    if variance == "beta":
-        return betas
-    alpha_bar = np.cumprod(1 - betas)
-    alpha_bar_prev = np.append(1.0, alpha_bar[:-1])
-    return (1 - alpha_bar_prev) / (1 - alpha_bar) * betas
+# The argument and model-output checks live in _checks; the lesson stubs import them under these names.
+_checked_model_output = _checks.model_output
+_check_timesteps = _checks.decreasing_timesteps
+_check_sigmas = _checks.sigmas
+_checked_denoiser = _checks.denoiser_output
 
 
 def ddpm_step(x_t, t: int, eps, betas, noise, variance: str = "beta"):
@@ -46,15 +42,6 @@ def ddpm_step(x_t, t: int, eps, betas, noise, variance: str = "beta"):
     # END SOLUTION
 
 
-def _checked_model_output(model, x, t_batch, step: int, **model_kwargs):
-    out = model(x, t_batch, **model_kwargs)
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"model output at step {step} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
-    if not namespace(out).all_finite(out):
-        raise ValueError(f"model returned non-finite values (NaN or inf) at step t={step}")
-    return out
-
-
 def ddpm_sample(eps_model, x_T, betas, randn_like, variance: str = "beta", callback=None, progress=False,
                 **model_kwargs):
     """DDPM Algorithm 2: ancestral sampling from x_T ~ N(0, I) down to x_0 in T steps.
@@ -65,11 +52,7 @@ def ddpm_sample(eps_model, x_T, betas, randn_like, variance: str = "beta", callb
     betas = _checks.betas(betas)
     _checks.choice("variance", variance, VARIANCES)
     x = x_T
-    steps = range(len(betas) - 1, -1, -1)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc="ddpm sampling", leave=False)
-    for i in steps:
+    for i in progress_bar(range(len(betas) - 1, -1, -1), progress, "ddpm sampling"):
         eps = _checked_model_output(eps_model, x, namespace(x).int_array(np.full(x.shape[0], i), like=x), i, **model_kwargs)
         noise = randn_like(x) if i > 0 else None
         x = ddpm_step(x, i, eps, betas, noise, variance)
@@ -147,19 +130,8 @@ def ddim_step(x_t, t: int, t_prev: int, eps, alpha_bar, eta: float = 0.0, noise=
     # END SOLUTION
 
 
-def _check_timesteps(timesteps, T: int):
-    tau = np.asarray(timesteps)
-    if tau.ndim != 1 or tau.size < 1 or not np.issubdtype(tau.dtype, np.integer):
-        raise ValueError("timesteps must be a non-empty 1-D array of integers")
-    if tau.min() < 0 or tau.max() >= T:
-        raise ValueError(f"timesteps must lie in [0, T) = [0, {T}), got [{tau.min()}, {tau.max()}]")
-    if np.any(np.diff(tau) >= 0):
-        raise ValueError("timesteps must be strictly decreasing (from noise to data)")
-    return tau
-
-
 def ddim_sample(eps_model, x_T, alpha_bar, timesteps, eta: float = 0.0, randn_like=None, callback=None,
-                **model_kwargs):
+                progress=False, **model_kwargs):
     """DDIM sampling (Algorithm of section 4.1 on the sub-sequence tau): from x_T at tau[0]
     down to x_0, one eq. (12) step per entry of ``timesteps`` (decreasing).  NFE = len(tau)."""
     if eta < 0:
@@ -170,7 +142,7 @@ def ddim_sample(eps_model, x_T, alpha_bar, timesteps, eta: float = 0.0, randn_li
     tau = _check_timesteps(timesteps, len(alpha_bar))
     xp = namespace(x_T)
     x = x_T
-    for i, t in enumerate(tau):
+    for i, t in progress_bar(enumerate(tau), progress, "ddim sampling", total=len(tau)):
         t_prev = int(tau[i + 1]) if i + 1 < len(tau) else -1
         eps = _checked_model_output(eps_model, x, xp.int_array(np.full(x.shape[0], t), like=x), int(t),
                                     **model_kwargs)
@@ -228,27 +200,6 @@ def slerp(z0, z1, alpha: float):
 # EDM samplers (Karras et al. 2022) on a denoiser D(x; sigma), with sigma(t) = t and s(t) = 1.
 # ``sigmas`` is the decreasing sequence t_0 > ... > t_{N-1} > 0; the samplers append t_N = 0.
 
-def _check_sigmas(sigmas):
-    s = np.asarray(sigmas, dtype=np.float64)
-    if s.ndim != 1 or s.size < 1:
-        raise ValueError("sigmas must be a non-empty 1-D array")
-    if not np.all(np.isfinite(s)) or np.any(s < 0):
-        raise ValueError("sigmas must be finite and >= 0")
-    if np.any(np.diff(s) >= 0):
-        raise ValueError("sigmas must be strictly decreasing (from noise to data)")
-    return s if s[-1] == 0 else np.append(s, 0.0)
-
-
-def _checked_denoiser(D, x, sigma: float, step: int, **model_kwargs):
-    xp = namespace(x)
-    out = D(x, xp.asarray(np.full(x.shape[0], sigma), like=x), **model_kwargs)
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"denoiser output at step {step} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
-    if not xp.all_finite(out):
-        raise ValueError(f"denoiser returned non-finite values (NaN or inf) at step {step} (sigma={sigma:.4g})")
-    return out
-
-
 def to_d(x, sigma: float, denoised):
     """The probability-flow ODE's slope in EDM's form (eq. 3 with sigma(t) = t, s(t) = 1):
     dx/dsigma = (x - D(x; sigma)) / sigma."""
@@ -273,11 +224,12 @@ def heun_step(D, x, sigma: float, sigma_next: float, step: int = 0, **model_kwar
     # END SOLUTION
 
 
-def euler_sample(D, x, sigmas, callback=None, **model_kwargs):
+def euler_sample(D, x, sigmas, randn_like=None, callback=None, progress=False, **model_kwargs):
     """Euler's method on the probability-flow ODE (EDM Algorithm 1 without the correction).
-    x: (B, ...) starting at sigmas[0] (x = sigma_0 n).  NFE = N."""
+    x: (B, ...) starting at sigmas[0] (x = sigma_0 n).  NFE = N.  Deterministic: ``randn_like``
+    is not used."""
     s = _check_sigmas(sigmas)
-    for i in range(len(s) - 1):
+    for i in progress_bar(range(len(s) - 1), progress, "euler sampling"):
         d = to_d(x, float(s[i]), _checked_denoiser(D, x, float(s[i]), i, **model_kwargs))
         x = x + float(s[i + 1] - s[i]) * d
         if callback is not None:
@@ -285,11 +237,12 @@ def euler_sample(D, x, sigmas, callback=None, **model_kwargs):
     return x
 
 
-def heun_sample(D, x, sigmas, callback=None, **model_kwargs):
+def heun_sample(D, x, sigmas, randn_like=None, callback=None, progress=False, **model_kwargs):
     """EDM Algorithm 1: Heun's 2nd-order method on the probability-flow ODE.
-    NFE = 2N - 1 (the last step, to sigma = 0, is a plain Euler step)."""
+    NFE = 2N - 1 (the last step, to sigma = 0, is a plain Euler step).  Deterministic:
+    ``randn_like`` is not used."""
     s = _check_sigmas(sigmas)
-    for i in range(len(s) - 1):
+    for i in progress_bar(range(len(s) - 1), progress, "heun sampling"):
         x = heun_step(D, x, float(s[i]), float(s[i + 1]), i, **model_kwargs)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": float(s[i]), "sigma_next": float(s[i + 1])})
@@ -309,7 +262,8 @@ def churn_gamma(sigma: float, n_steps: int, S_churn: float, S_tmin: float = 0.0,
 
 
 def stochastic_sample(D, x, sigmas, randn_like, S_churn: float = 0.0, S_tmin: float = 0.0,
-                      S_tmax: float = float("inf"), S_noise: float = 1.0, callback=None, **model_kwargs):
+                      S_tmax: float = float("inf"), S_noise: float = 1.0, callback=None, progress=False,
+                      **model_kwargs):
     """EDM Algorithm 2: before each Heun step, raise the noise level from t_i to
     t_hat = t_i + gamma_i t_i by adding fresh noise of variance t_hat^2 - t_i^2 (lines 5-6, the
     "churn"), then step from t_hat to t_{i+1} (lines 7-10).  S_churn = 0 gives Algorithm 1."""
@@ -319,7 +273,7 @@ def stochastic_sample(D, x, sigmas, randn_like, S_churn: float = 0.0, S_tmin: fl
         raise ValueError(f"S_noise must be > 0, got {S_noise!r}")
     s = _check_sigmas(sigmas)
     n = len(s) - 1
-    for i in range(n):
+    for i in progress_bar(range(n), progress, "stochastic sampling"):
         sigma = float(s[i])
         gamma = churn_gamma(sigma, n, S_churn, S_tmin, S_tmax)
         sigma_hat = sigma * (1 + gamma)

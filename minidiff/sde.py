@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import _checks
+from ._progress import progress_bar
 from .backend import namespace
 
 
@@ -239,19 +240,22 @@ def _check_steps(n_steps, eps):
     return n_steps
 
 
-def _checked(score_model, step):
-    """The score model with its output checked (shape, finite values) at step ``step[0]``."""
-    from .samplers import _checked_model_output
+def _checked(score_model, step, model_kwargs):
+    """score(x, t) = score_model(x, t, **model_kwargs) with its output checked (shape, finite
+    values) at step ``step[0]``."""
+    return lambda x, t: _checks.model_output(score_model, x, t, step[0], **model_kwargs)
 
-    return lambda x, t, **kw: _checked_model_output(score_model, x, t, step[0], **kw)
 
+# The SDE samplers take the SDE first, (sde, score_model, x_T, ...), as everywhere in this module;
+# the rest of the head is the samplers' one: ..., randn_like, callback, progress, **model_kwargs.
 
 def pc_sample(sde, score_model, x_T, n_steps: int, randn_like, predictor: str = "reverse_diffusion",
-              n_corrector: int = 1, snr: float = 0.16, eps: float = 1e-3, denoise: bool = True, callback=None):
+              n_corrector: int = 1, snr: float = 0.16, eps: float = 1e-3, denoise: bool = True, callback=None,
+              progress=False, **model_kwargs):
     """Predictor-corrector sampling (Song et al., Algorithm 1): ``n_steps`` uniform steps of the
     predictor ('reverse_diffusion', 'euler_maruyama' or 'none') from t = 1 to ``eps``, each
     followed by ``n_corrector`` Langevin steps.  ``denoise`` ends with the mean of the last step
-    (no noise).  NFE = n_steps (1 + n_corrector)."""
+    (no noise).  NFE = n_steps (1 + n_corrector).  ``model_kwargs`` go to every score call."""
     n_steps = _check_steps(n_steps, eps)
     _checks.choice("predictor", predictor, ("reverse_diffusion", "euler_maruyama", "none"))
     if n_corrector < 0:
@@ -259,11 +263,11 @@ def pc_sample(sde, score_model, x_T, n_steps: int, randn_like, predictor: str = 
     if n_corrector and snr <= 0:
         raise ValueError(f"snr must be > 0, got {snr!r}")
     step = [0]
-    model = _checked(score_model, step)
+    model = _checked(score_model, step, model_kwargs)
     ts = np.linspace(1.0, eps, n_steps)
     dt = -(1.0 - eps) / n_steps
     x = x_T
-    for i, t in enumerate(ts):
+    for i, t in progress_bar(enumerate(ts), progress, "pc sampling", total=n_steps):
         step[0] = i
         for _ in range(n_corrector):
             alpha = 1.0
@@ -281,13 +285,15 @@ def pc_sample(sde, score_model, x_T, n_steps: int, randn_like, predictor: str = 
     return x
 
 
-def ode_sample(sde, score_model, x_T, n_steps: int, method: str = "heun", eps: float = 1e-3, callback=None):
+def ode_sample(sde, score_model, x_T, n_steps: int, method: str = "heun", eps: float = 1e-3, randn_like=None,
+               callback=None, progress=False, **model_kwargs):
     """Integrate the probability-flow ODE (eq. 13) from t = 1 to ``eps`` with ``n_steps``
-    fixed steps of Euler (NFE = n_steps), Heun (2 n_steps) or RK4 (4 n_steps)."""
+    fixed steps of Euler (NFE = n_steps), Heun (2 n_steps) or RK4 (4 n_steps).  Deterministic:
+    ``randn_like`` is not used."""
     n_steps = _check_steps(n_steps, eps)
     _checks.choice("method", method, ("euler", "heun", "rk4"))
     step = [0]
-    model = _checked(score_model, step)
+    model = _checked(score_model, step, model_kwargs)
 
     def v(x, t):
         t_b = _t_like(t, x)
@@ -295,7 +301,7 @@ def ode_sample(sde, score_model, x_T, n_steps: int, method: str = "heun", eps: f
 
     ts = np.linspace(1.0, eps, n_steps + 1)
     x = x_T
-    for i in range(n_steps):
+    for i in progress_bar(range(n_steps), progress, "ode sampling"):
         step[0] = i
         t, h = float(ts[i]), float(ts[i + 1] - ts[i])
         k1 = v(x, t)
@@ -321,26 +327,38 @@ def _scipy_solve_ivp():
     return solve_ivp
 
 
-def ode_sample_rk45(sde, score_model, x_T, rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3):
+def ode_sample_rk45(sde, score_model, x_T, rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3,
+                    randn_like=None, callback=None, progress=False, **model_kwargs):
     """The probability-flow ODE with scipy's adaptive RK45 (as in Song et al.'s code), from
     t = 1 to ``eps``.  Returns (x_0, NFE).  The state is integrated in float64 NumPy and handed
-    to the model in x_T's backend and dtype."""
+    to the model in x_T's backend and dtype.  The solver picks its own steps, so ``callback``
+    gets every evaluation point ({'x', 'i' = the evaluation's number, 't'}) and the progress bar
+    counts evaluations.  Deterministic: ``randn_like`` is not used."""
     solve_ivp = _scipy_solve_ivp()
     xp = namespace(x_T)
     shape = tuple(x_T.shape)
     nfe = [0]
+    bar = progress_bar(None, progress, "rk45 evaluations") if progress else None
 
     def rhs(t, y):
-        nfe[0] += 1
         x = xp.asarray(y.reshape(shape), like=x_T)
         t_b = _t_like(float(t), x)
-        out = xp.to_numpy(probability_flow_drift(sde, score_model(x, t_b), x, t_b))
+        out = xp.to_numpy(probability_flow_drift(sde, score_model(x, t_b, **model_kwargs), x, t_b))
         if not np.all(np.isfinite(out)):
             raise ValueError(f"score model returned non-finite values (NaN or inf) at t={t:.4g}")
+        if callback is not None:
+            callback({"x": x, "i": nfe[0], "t": float(t)})
+        nfe[0] += 1
+        if bar is not None:
+            bar.update(1)
         return out.reshape(-1).astype(np.float64)
 
-    sol = solve_ivp(rhs, (1.0, eps), xp.to_numpy(x_T).reshape(-1).astype(np.float64), rtol=rtol, atol=atol,
-                    method="RK45")
+    try:
+        sol = solve_ivp(rhs, (1.0, eps), xp.to_numpy(x_T).reshape(-1).astype(np.float64), rtol=rtol, atol=atol,
+                        method="RK45")
+    finally:
+        if bar is not None:
+            bar.close()
     return xp.asarray(sol.y[:, -1].reshape(shape), like=x_T), nfe[0]
 
 

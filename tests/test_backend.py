@@ -235,3 +235,26 @@ def test_silu_on_scalars_ints_and_float32(value):
         s = 1 / (1 + np.exp(-a.astype(np.float64)))
         np.testing.assert_allclose(g, s * (1 + a * (1 - s)), rtol=1e-6 if a.dtype == np.float32 else 1e-12)
         assert g.dtype == out.dtype
+
+
+def test_to_numpy_and_stop_gradient_on_every_kind_of_array():
+    import autograd
+    import torch
+
+    from minidiff.backend import stop_gradient, to_numpy
+
+    a = np.arange(3.0)
+    t = torch.arange(3.0, dtype=torch.float64, requires_grad=True)
+    for x in (a, t * 2 / 2, [0.0, 1.0, 2.0], 2.5):
+        out = to_numpy(x)
+        assert isinstance(out, np.ndarray)
+        np.testing.assert_array_equal(out, np.asarray(x if not isinstance(x, torch.Tensor) else a))
+    s = stop_gradient(t * 1.0)
+    assert isinstance(s, torch.Tensor) and not s.requires_grad and s.dtype == torch.float64
+
+    def f(x):
+        const = stop_gradient(x * x)           # a constant of the trace: d/dx (x * const) = const
+        assert isinstance(to_numpy(const), np.ndarray)
+        return np.sum(x * const)
+
+    np.testing.assert_allclose(autograd.grad(f)(a), a * a)

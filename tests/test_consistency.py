@@ -85,8 +85,12 @@ def test_cm_boundaries_increase_from_eps_to_T():
         b = cm.cm_boundaries(N)
         assert b.shape == (N,) and np.all(np.diff(b) > 0)
         assert b[0] == pytest.approx(EPS, rel=1e-12) and b[-1] == pytest.approx(T, rel=1e-12)
-        # the Karras steps, read upwards
-        np.testing.assert_allclose(b, karras_sigmas(N, EPS, T)[::-1], rtol=1e-12)
+        # the Karras steps, read upwards; and CM Appendix C's formula, counted from eps, to a few ulps
+        np.testing.assert_array_equal(b, karras_sigmas(N, EPS, T)[::-1])
+        i = np.arange(1, N + 1)
+        cm_formula = (EPS ** (1 / 7) + (i - 1) / (N - 1) * (T ** (1 / 7) - EPS ** (1 / 7))) ** 7
+        # (the power rho = 7 multiplies the base's relative rounding error, a few ulps, by 7)
+        np.testing.assert_allclose(b, cm_formula, rtol=4 * 7 * np.finfo(np.float64).eps, atol=0)
     np.testing.assert_allclose(np.diff(cm.cm_boundaries(9, 1.0, 5.0, rho=1.0)), 0.5, rtol=1e-12)
 
 

@@ -124,10 +124,29 @@ def test_iddpm_time_steps_are_u_values_within_range():
     u = edm.iddpm_u()
     s = edm.iddpm_sigmas(18)
     assert s.shape == (18,) and np.all(np.diff(s) < 0)
-    assert np.all((s >= 0.002) & (s <= 80.0))
+    assert np.all((s >= 0.002) & (s <= 81.0))
     assert np.all(np.isin(s, u))
-    inside = u[(u >= 0.002) & (u <= 80.0)]
+    inside = u[(u >= 0.002) & (u <= 81.0)]
     assert s[0] == inside[0] and s[-1] == inside[-1]
+
+
+def _table1_iddpm_u(M=1000, C1=0.001, C2=0.008):
+    """u_j of EDM Table 1, written out here with math only (independent of the library)."""
+    abar = [math.sin(math.pi / 2 * j / (M * (C2 + 1))) ** 2 for j in range(M + 1)]
+    u = [0.0] * (M + 1)
+    for j in range(M, 0, -1):
+        u[j - 1] = math.sqrt((u[j] ** 2 + 1) / max(abar[j - 1] / abar[j], C1) - 1)
+    return u
+
+
+@pytest.mark.parametrize("N", [2, 10, 18, 50, 256])
+def test_iddpm_time_steps_are_table_1_from_j0_8(N):
+    # Table 1: t_i = u_floor(j0 + (M - 1 - j0) i / (N - 1) + 1/2) with j0 = 8, u_8 = 80.2037
+    # (NVlabs/edm keeps u_8 by filtering with sigma_max = 81)
+    u, M, j0 = _table1_iddpm_u(), 1000, 8
+    assert abs(u[j0] - 80.2037) < 1e-4 and u[j0 - 1] > 81 and abs(u[j0 + 1] - 71.29) < 1e-2
+    expected = [u[math.floor(j0 + (M - 1 - j0) / (N - 1) * i + 0.5)] for i in range(N)]
+    np.testing.assert_allclose(edm.iddpm_sigmas(N), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["vp", "ve", "iddpm", "edm"])
@@ -732,3 +751,13 @@ def test_bad_denoiser_output_names_the_step(sampler):
     # torch tensors too
     with pytest.raises(ValueError, match=r"non-finite.*at step 0"):
         samplers.heun_sample(lambda x, s: x * torch.inf, torch.from_numpy(X_T[:4]), sig)
+
+
+def test_vp_sigma_inv_is_one_formula_on_both_backends():
+    s = np.array([0.002, 0.5, 3.0, 80.0])
+    a = edm.vp_sigma_inv(s)
+    b = edm.vp_sigma_inv(torch.as_tensor(s))
+    assert isinstance(b, torch.Tensor) and b.dtype == torch.float64
+    np.testing.assert_allclose(b.numpy(), a, rtol=1e-14)
+    np.testing.assert_allclose(edm.vp_preconditioning(torch.as_tensor(s))[3].numpy(), 999 * a, rtol=1e-14)
+    assert edm.vp_sigma_inv(3.0) == pytest.approx(a[2], rel=1e-15)

@@ -10,12 +10,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minidiff"
 
 # Lowest first.  A module may import modules of its own layer or of layers above it in this list.
 LAYERS = [
-    ("foundations", ["_checks", "backend"]),
+    ("foundations", ["_checks", "backend", "_progress"]),
     ("schedules and data", ["schedules", "diffusion", "nn.mlp", "nn.optim", "data.toy2d", "data.images",
                             "data.fetch", "metrics", "plot", "checkpoint"]),
     ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance"]),
     ("method layer", ["methods"]),
-    ("torch models and loop", ["torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
+    ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
                                "torch.loop", "torch.sampling"]),
     ("trainers", ["train", "torch.train"]),
     ("lessons and command line", ["exercises", "check", "cli"]),

@@ -224,3 +224,30 @@ def test_metrics_check_shapes():
         metrics.energy_distance(np.zeros((5, 2)), np.zeros((5, 3)))
     with pytest.raises(ValueError, match="at least 2"):
         metrics.mmd2_unbiased(np.zeros((1, 2)), np.zeros((5, 2)))
+
+
+def test_sliced_wasserstein_report_is_the_hand_computation():
+    data = [sample_toy("two_moons", 400, 100 + i) for i in range(3)]
+    fresh = [sample_toy("two_moons", 400, 200 + i) for i in range(3)]
+    x = sample_toy("two_moons", 400, 7) + 0.3                       # a shifted "model"
+    r = metrics.sliced_wasserstein_report(x, data, list(zip(fresh, data)))
+    per_set = [metrics.sliced_wasserstein(x, d) for d in data]
+    floor = [metrics.sliced_wasserstein(f, d) for f, d in zip(fresh, data)]
+    assert r["per_set"] == per_set and r["floor_per_pair"] == floor
+    assert r["sliced_wasserstein"] == np.mean(per_set) and r["data_floor"] == np.mean(floor)
+    assert r["ratio"] == pytest.approx(np.mean(per_set) / np.mean(floor), rel=1e-15) and r["ratio"] > 3
+    # one sample set per data set (e.g. one per seed), and the floor alone
+    xs = [sample_toy("two_moons", 400, 300 + i) for i in range(3)]
+    r2 = metrics.sliced_wasserstein_report(xs, data)
+    assert r2["per_set"] == [metrics.sliced_wasserstein(a, d) for a, d in zip(xs, data)] and r2["data_floor"] is None
+    assert metrics.sliced_wasserstein_report(floor_pairs=list(zip(fresh, data)))["floor_per_pair"] == floor
+    with pytest.raises(ValueError, match="one per data set"):
+        metrics.sliced_wasserstein_report(xs[:2], data)
+
+
+def test_data_against_data_is_at_the_floor():
+    data = [sample_toy("swiss_roll", 1000, 10 + i) for i in range(5)]
+    fresh = [sample_toy("swiss_roll", 1000, 20 + i) for i in range(5)]
+    other = [sample_toy("swiss_roll", 1000, 30 + i) for i in range(5)]
+    r = metrics.sliced_wasserstein_report(other, data, list(zip(fresh, data)))
+    assert 0.6 < r["ratio"] < 1.6

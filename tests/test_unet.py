@@ -162,3 +162,19 @@ def test_the_unet_uses_these_functions():
     finally:
         unet.Attention.kernel = staticmethod(torch.nn.functional.scaled_dot_product_attention)
     torch.testing.assert_close(plain, fused)
+
+
+def test_heads_split_channels_in_blocks_and_merge_back():
+    from minidiff.torch.attention import merge_heads, split_heads
+
+    x = torch.arange(2 * 5 * 12, dtype=torch.float64).reshape(2, 5, 12)    # (B, L, C)
+    h = split_heads(x, 3)
+    assert h.shape == (2, 3, 5, 4)
+    torch.testing.assert_close(h[:, 1], x[:, :, 4:8])                      # head 1: channels 4..7
+    torch.testing.assert_close(merge_heads(h), x)
+
+
+def test_attention_lives_in_its_own_module_and_the_unet_uses_it():
+    from minidiff.torch import attention, unet
+
+    assert unet.Attention is attention.Attention and unet.attention is attention.attention

@@ -290,5 +290,7 @@ def random_flip(batch, rng, p: float = 0.5):
 
         flip = torch.as_tensor(u, device=batch.device) < p  # (B,)
         return torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-    flip = np.asarray(u.detach().cpu() if hasattr(u, "detach") else u) < p
+    from ..backend import to_numpy
+
+    flip = to_numpy(u) < p
     return np.where(flip[:, None, None, None], np.asarray(batch)[..., ::-1], batch)

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.images import to_model_range
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_NAME = "fashion_mnist_classifier"
 
@@ -163,7 +165,7 @@ def load_classifier(path=None, device="cpu") -> FashionMNISTClassifier:
 # Training and measuring.
 
 def _model_range(images_uint8) -> torch.Tensor:
-    return torch.from_numpy(images_uint8).float() / 127.5 - 1   # (N, 1, 28, 28) in [-1, 1]
+    return torch.from_numpy(to_model_range(images_uint8))      # (N, 1, 28, 28) float32 in [-1, 1]
 
 
 @torch.no_grad()

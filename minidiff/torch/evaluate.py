@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.images import from_model_range
 from ..metrics import feature_statistics, frechet_distance, kid
 from .classifier import FashionMNISTClassifier, load_classifier
 
@@ -197,7 +198,7 @@ def evaluate_images(samples, reference="fashion-mnist", split="test", n_referenc
 
 def _to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] (B, 1 or 3, H, W) -> uint8 (B, 3, H, W), what torchmetrics' Inception expects."""
-    u8 = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    u8 = from_model_range(x)
     return u8.expand(-1, 3, -1, -1) if u8.shape[1] == 1 else u8
 
 

@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..nn.mlp import sinusoidal_embedding
+from ._init import _near_zero_
+from .attention import Attention, attention  # noqa: F401  (attention: lesson 11 and older imports)
 
 
 @dataclasses.dataclass
@@ -77,15 +79,6 @@ class UNetConfig:
         return tuple(self.image_size // 2 ** i for i in range(len(self.channel_mults)))
 
 
-def _near_zero_(module: nn.Module, scale: float = 1e-5) -> nn.Module:
-    """Start a residual branch almost at zero so each block begins as the identity (as EDM's
-    init_weight=1e-5); not exactly zero, so that gradients reach every weight from step one."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.mul_(scale)
-    return module
-
-
 class FourierEmbedding(nn.Module):
     """Random Fourier features [cos(2 pi t w), sin(2 pi t w)], w ~ N(0, scale^2), fixed (NCSN++)."""
 
@@ -113,19 +106,6 @@ def modulate(h, emb_out):
     # END SOLUTION
 
 
-def attention(q, k, v):
-    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1): softmax(q k^T / sqrt(d)) v,
-    the softmax over the keys.  q: (..., L, d), k: (..., S, d), v: (..., S, d_v) -> (..., L, d_v)."""
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"q (..., L, d), k (..., S, d) and v (..., S, d_v) do not fit: {tuple(q.shape)}, "
-                         f"{tuple(k.shape)}, {tuple(v.shape)}")
-    # BEGIN SOLUTION
-    # hint: weights = softmax(q @ k^T / sqrt(d), over the last axis); return weights @ v
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)   # (..., L, S)
-    return weights @ v
-    # END SOLUTION
-
-
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv, then the embedding as scale and shift of the second GroupNorm
     (Dhariwal & Nichol 2021, "AdaGN"), SiLU -> dropout -> conv, plus the (1x1-projected) input."""
@@ -145,28 +125,6 @@ class ResBlock(nn.Module):
         h = modulate(self.norm2(h), self.emb(F.silu(emb)))              # (B, out_ch, H, W)
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention over the H*W positions, pre-GroupNorm, residual.  ``kernel``
-    computes softmax(q k^T / sqrt(d)) v: by default torch's fused version of ``attention`` (equal
-    to it, tested; flash / memory-efficient kernels on a GPU); set it to ``attention`` to run that."""
-
-    kernel = staticmethod(F.scaled_dot_product_attention)
-
-    def __init__(self, ch: int, num_heads: int, groups: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.norm = nn.GroupNorm(groups, ch)
-        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
-        self.proj = _near_zero_(nn.Conv2d(ch, ch, 1))
-
-    def forward(self, x):  # (B, C, H, W) -> (B, C, H, W)
-        B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)        # (B, nh, HW, hs) each
-        h = self.kernel(q, k, v)                         # attention(q, k, v): (B, nh, HW, hs)
-        return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
 class Stage(nn.Module):
