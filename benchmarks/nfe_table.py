@@ -170,7 +170,7 @@ def run_ddim(p, x_T, n, eta, seed=None, spacing="trailing"):
 
 
 def run_pc(p, x_T, n, n_corrector, seed):
-    x = pc_sample(SDE, p.score, x_T, n, generator(seed).randn_like, predictor="reverse_diffusion",
+    x = pc_sample(p.score, x_T, SDE, n, generator(seed).randn_like, predictor="reverse_diffusion",
                   n_corrector=n_corrector, snr=0.16)
     return x, n * (1 + n_corrector)
 
@@ -178,11 +178,11 @@ def run_pc(p, x_T, n, n_corrector, seed):
 def run_ode(p, x_T, nfe, method):
     per_step = {"euler": 1, "heun": 2, "rk4": 4}[method]
     n = max(1, int(round(nfe / per_step)))
-    return ode_sample(SDE, p.score, x_T, n, method=method), n * per_step
+    return ode_sample(p.score, x_T, SDE, n, method=method), n * per_step
 
 
 def run_rk45(p, x_T, tol):
-    return ode_sample_rk45(SDE, p.score, x_T, rtol=tol, atol=tol)
+    return ode_sample_rk45(p.score, x_T, SDE, rtol=tol, atol=tol)
 
 
 def ddim_ode_reference(p, x_T, tol=DDIM_REF_TOL):

@@ -246,16 +246,23 @@ def _checked(score_model, step, model_kwargs):
     return lambda x, t: _checks.model_output(score_model, x, t, step[0], **model_kwargs)
 
 
-# The SDE samplers take the SDE first, (sde, score_model, x_T, ...), as everywhere in this module;
-# the rest of the head is the samplers' one: ..., randn_like, callback, progress, **model_kwargs.
+# The SDE samplers have every sampler's head: (model, x, schedule, ..., randn_like, callback,
+# progress, **model_kwargs), the schedule being the SDE.
 
-def pc_sample(sde, score_model, x_T, n_steps: int, randn_like, predictor: str = "reverse_diffusion",
+def _check_head(score_model, sde, name: str):
+    if isinstance(score_model, (VPSDE, SubVPSDE, VESDE)) or not isinstance(sde, (VPSDE, SubVPSDE, VESDE)):
+        raise TypeError(f"{name} takes (score_model, x_T, sde, ...) like every sampler (model, x, schedule); "
+                        f"got a {type(score_model).__name__} first and a {type(sde).__name__} third")
+
+
+def pc_sample(score_model, x_T, sde, n_steps: int, randn_like, predictor: str = "reverse_diffusion",
               n_corrector: int = 1, snr: float = 0.16, eps: float = 1e-3, denoise: bool = True, callback=None,
               progress=False, **model_kwargs):
     """Predictor-corrector sampling (Song et al., Algorithm 1): ``n_steps`` uniform steps of the
     predictor ('reverse_diffusion', 'euler_maruyama' or 'none') from t = 1 to ``eps``, each
     followed by ``n_corrector`` Langevin steps.  ``denoise`` ends with the mean of the last step
     (no noise).  NFE = n_steps (1 + n_corrector).  ``model_kwargs`` go to every score call."""
+    _check_head(score_model, sde, "pc_sample")
     n_steps = _check_steps(n_steps, eps)
     _checks.choice("predictor", predictor, ("reverse_diffusion", "euler_maruyama", "none"))
     if n_corrector < 0:
@@ -285,11 +292,12 @@ def pc_sample(sde, score_model, x_T, n_steps: int, randn_like, predictor: str = 
     return x
 
 
-def ode_sample(sde, score_model, x_T, n_steps: int, method: str = "heun", eps: float = 1e-3, randn_like=None,
+def ode_sample(score_model, x_T, sde, n_steps: int, method: str = "heun", eps: float = 1e-3, randn_like=None,
                callback=None, progress=False, **model_kwargs):
     """Integrate the probability-flow ODE (eq. 13) from t = 1 to ``eps`` with ``n_steps``
     fixed steps of Euler (NFE = n_steps), Heun (2 n_steps) or RK4 (4 n_steps).  Deterministic:
     ``randn_like`` is not used."""
+    _check_head(score_model, sde, "ode_sample")
     n_steps = _check_steps(n_steps, eps)
     _checks.choice("method", method, ("euler", "heun", "rk4"))
     step = [0]
@@ -327,13 +335,14 @@ def _scipy_solve_ivp():
     return solve_ivp
 
 
-def ode_sample_rk45(sde, score_model, x_T, rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3,
+def ode_sample_rk45(score_model, x_T, sde, rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3,
                     randn_like=None, callback=None, progress=False, **model_kwargs):
     """The probability-flow ODE with scipy's adaptive RK45 (as in Song et al.'s code), from
     t = 1 to ``eps``.  Returns (x_0, NFE).  The state is integrated in float64 NumPy and handed
     to the model in x_T's backend and dtype.  The solver picks its own steps, so ``callback``
     gets every evaluation point ({'x', 'i' = the evaluation's number, 't'}) and the progress bar
     counts evaluations.  Deterministic: ``randn_like`` is not used."""
+    _check_head(score_model, sde, "ode_sample_rk45")
     solve_ivp = _scipy_solve_ivp()
     xp = namespace(x_T)
     shape = tuple(x_T.shape)

@@ -47,8 +47,8 @@ def _samplers():
                                                                                 **kw), 4),
         "stochastic": ("denoiser", lambda m, x, r, cb, p, **kw: samplers.stochastic_sample(
             m, x, sig, r, S_churn=1.0, callback=cb, progress=p, **kw), 4),
-        "pc": ("score", lambda m, x, r, cb, p, **kw: sde.pc_sample(VP, m, x, 50, r, callback=cb, progress=p, **kw), 50),
-        "ode": ("score", lambda m, x, r, cb, p, **kw: sde.ode_sample(VP, m, x, 4, "rk4", randn_like=r, callback=cb,
+        "pc": ("score", lambda m, x, r, cb, p, **kw: sde.pc_sample(m, x, VP, 50, r, callback=cb, progress=p, **kw), 50),
+        "ode": ("score", lambda m, x, r, cb, p, **kw: sde.ode_sample(m, x, VP, 4, "rk4", randn_like=r, callback=cb,
                                                                       progress=p, **kw), 4),
         "consistency": ("consistency", lambda m, x, r, cb, p, **kw: cm.consistency_sample(
             m, x, [1.0, 0.1], r, callback=cb, progress=p, **kw), 3),
@@ -77,5 +77,12 @@ def test_rk45_passes_model_kwargs_and_calls_back_per_evaluation():
     model, calls = _recording("score")
     x = generator(0).randn((6, 2))
     seen = []
-    out, nfe = sde.ode_sample_rk45(VP, model, x, callback=seen.append, progress=True, tag=np.arange(6))
+    out, nfe = sde.ode_sample_rk45(model, x, VP, callback=seen.append, progress=True, tag=np.arange(6))
     assert out.shape == x.shape and len(calls) == nfe == len(seen) and seen[0]["t"] == 1.0
+
+
+def test_the_sde_samplers_refuse_the_old_argument_order():
+    x = np.zeros((3, 2))
+    for fn, extra in ((sde.pc_sample, (5, np.zeros_like)), (sde.ode_sample, (5,)), (sde.ode_sample_rk45, ())):
+        with pytest.raises(TypeError, match=r"takes \(score_model, x_T, sde"):
+            fn(VP, lambda y, t: -y, x, *extra)

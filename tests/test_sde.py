@@ -71,7 +71,7 @@ def test_hutchinson_likelihood_is_unbiased():
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: s.name)
 def test_pc_sampler_reproduces_the_mixture(sde, predictor):
     rng = generator(4)
-    x = S.pc_sample(sde, exact_score(sde), S.prior_sample(sde, (800, 2), rng), 300, rng.randn_like,
+    x = S.pc_sample(exact_score(sde), S.prior_sample(sde, (800, 2), rng), sde, 300, rng.randn_like,
                     predictor=predictor, n_corrector=1, snr=0.16)
     # measured MMD^2 to fresh data: 0.009-0.010 with 300 steps (0.002-0.004 with 1000, and
     # 0.86 for Langevin alone at 300 steps); two fresh data sets differ by about +-0.004
@@ -82,8 +82,8 @@ def test_pc_sampler_reproduces_the_mixture(sde, predictor):
 def test_fixed_step_ode_converges_to_the_adaptive_solution(method):
     sde = S.VPSDE()
     x_T = generator(7).randn((200, 2))
-    ref, _ = S.ode_sample_rk45(sde, exact_score(sde), x_T, rtol=1e-7, atol=1e-7)
-    errs = [np.abs(S.ode_sample(sde, exact_score(sde), x_T, n, method=method) - ref).mean() for n in (25, 100)]
+    ref, _ = S.ode_sample_rk45(exact_score(sde), x_T, sde, rtol=1e-7, atol=1e-7)
+    errs = [np.abs(S.ode_sample(exact_score(sde), x_T, sde, n, method=method) - ref).mean() for n in (25, 100)]
     assert errs[1] < errs[0]
     assert errs[1] < {"euler": 0.05, "heun": 0.01, "rk4": 0.01}[method]
 
@@ -96,7 +96,7 @@ def test_rk45_counts_function_evaluations():
         calls[0] += 1
         return exact_score(sde)(x, t)
 
-    _, nfe = S.ode_sample_rk45(sde, score, generator(8).randn((50, 2)))
+    _, nfe = S.ode_sample_rk45(score, generator(8).randn((50, 2)), sde)
     assert nfe == calls[0] > 0
 
 
@@ -131,14 +131,14 @@ def test_samplers_agree_across_backends():
     x_np = generator(10).randn((64, 2))
     x_t = torch.from_numpy(x_np)
     noise = [generator(11).randn((64, 2)) for _ in range(1)][0]
-    out_np = S.ode_sample(sde, exact_score(sde), x_np, 20)
-    out_t = S.ode_sample(sde, exact_score(sde), x_t, 20)
+    out_np = S.ode_sample(exact_score(sde), x_np, sde, 20)
+    out_t = S.ode_sample(exact_score(sde), x_t, sde, 20)
     np.testing.assert_allclose(out_t.numpy(), out_np, rtol=1e-10, atol=1e-12)
     draws = iter([generator(12).randn((64, 2)) for _ in range(60)])
     draws_np = [next(draws) for _ in range(60)]
     it_np, it_t = iter(draws_np), iter(draws_np)
-    a = S.pc_sample(sde, exact_score(sde), x_np, 20, lambda x: next(it_np))
-    b = S.pc_sample(sde, exact_score(sde), x_t, 20, lambda x: torch.from_numpy(next(it_t)))
+    a = S.pc_sample(exact_score(sde), x_np, sde, 20, lambda x: next(it_np))
+    b = S.pc_sample(exact_score(sde), x_t, sde, 20, lambda x: torch.from_numpy(next(it_t)))
     np.testing.assert_allclose(b.numpy(), a, rtol=1e-9, atol=1e-10)
     lp_np, _ = S.ode_log_likelihood(sde, exact_score(sde), x_np[:8] * 0.5)
     lp_t, _ = S.ode_log_likelihood(sde, exact_score(sde), x_t[:8] * 0.5)
@@ -158,16 +158,16 @@ def test_bad_sampler_arguments_are_named():
     sde = S.VPSDE()
     x = np.zeros((4, 2))
     with pytest.raises(ValueError, match="snr"):
-        S.pc_sample(sde, exact_score(sde), x, 10, np.zeros_like, snr=0.0)
+        S.pc_sample(exact_score(sde), x, sde, 10, np.zeros_like, snr=0.0)
     with pytest.raises(ValueError, match="snr"):
         S.langevin_step(exact_score(sde), x, 0.5, -1.0, x)
     with pytest.raises(ValueError, match="n_steps"):
-        S.ode_sample(sde, exact_score(sde), x, 0)
+        S.ode_sample(exact_score(sde), x, sde, 0)
     with pytest.raises(ValueError, match="predictor"):
-        S.pc_sample(sde, exact_score(sde), x, 10, np.zeros_like, predictor="rk")
+        S.pc_sample(exact_score(sde), x, sde, 10, np.zeros_like, predictor="rk")
     with pytest.raises(ValueError, match="non-finite"):
-        S.ode_sample(sde, lambda y, t: y * np.nan, x, 5)
+        S.ode_sample(lambda y, t: y * np.nan, x, sde, 5)
     with pytest.raises(ValueError, match="non-finite"):
-        S.ode_sample_rk45(sde, lambda y, t: y * np.inf, x)
+        S.ode_sample_rk45(lambda y, t: y * np.inf, x, sde)
     with pytest.raises(ValueError, match="shape"):
-        S.pc_sample(sde, lambda y, t: y[:, :1], x, 5, np.zeros_like)
+        S.pc_sample(lambda y, t: y[:, :1], x, sde, 5, np.zeros_like)
