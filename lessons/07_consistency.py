@@ -16,6 +16,7 @@ import numpy as np
 from minidiff import _checks
 from minidiff.backend import namespace
 from minidiff.consistency import _gather, _stop_gradient
+from minidiff.samplers import to_d
 
 
 def consistency_coefficients(t, sigma_data: float = 0.5, eps: float = 0.002):

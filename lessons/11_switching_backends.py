@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 
+from minidiff.backend import to_numpy
 from minidiff.data.images import from_model_range
 
 
@@ -41,7 +42,7 @@ def image_grid(images, nrow: int | None = None, pad: int = 2) -> np.ndarray:
     picture, ``nrow`` images per row (default ceil(sqrt(N))) in reading order, with ``pad`` white
     (255) pixels around and between them: (pad + rows (H + pad), pad + nrow (W + pad)) for C = 1,
     with a trailing axis of 3 for C = 3."""
-    a = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    a = to_numpy(images)
     if a.ndim != 4 or a.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (N, C, H, W) with C = 1 or 3, got {a.shape}")
     if a.dtype != np.uint8:

@@ -14,6 +14,7 @@ import numpy as np
 from . import _checks
 from .backend import namespace, stop_gradient
 from .edm import karras_sigmas
+from .samplers import to_d
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,11 +143,14 @@ def cd_loss(f, f_target, teacher_D, x0, n, z, boundaries, metric: str = "l2", we
     t_cur = _gather(xp, boundaries, n, x0)
     nd = x0.ndim
     x_next = x0 + xp.append_dims(t_next, nd) * z
-    # the teacher's Heun step from t_{n+1} down to t_n
-    d = (x_next - teacher_D(x_next, t_next, **kwargs)) / xp.append_dims(t_next, nd)
-    x_euler = x_next + xp.append_dims(t_cur - t_next, nd) * d
-    d2 = (x_euler - teacher_D(x_euler, t_cur, **kwargs)) / xp.append_dims(t_cur, nd)
-    x_hat = x_next + xp.append_dims(t_cur - t_next, nd) * 0.5 * (d + d2)
+    # the teacher's Heun step from t_{n+1} down to t_n (EDM Algorithm 1, lines 5-8, with the
+    # sampler's slope to_d; samplers.heun_step moves a whole batch at one sigma, here every
+    # example has its own, hence the step written out with per-example sigmas)
+    h = xp.append_dims(t_cur - t_next, nd)
+    d = to_d(x_next, xp.append_dims(t_next, nd), teacher_D(x_next, t_next, **kwargs))
+    x_euler = x_next + h * d
+    d2 = to_d(x_euler, xp.append_dims(t_cur, nd), teacher_D(x_euler, t_cur, **kwargs))
+    x_hat = x_next + h * 0.5 * (d + d2)
     target = f_target(x_hat, t_cur, **kwargs)
     w = 1.0 if weight is None else xp.asarray(weight, like=x0)
     return xp.mean(w * distance(f(x_next, t_next, **kwargs), _stop_gradient(target), metric))
