@@ -155,8 +155,19 @@ def save_toy_checkpoint(folder, params, ema_params, config: dict, step: int, arr
     digest = _array_digest(out, text)
     _atomic_write(folder / "state.json", lambda f: f.write(json.dumps({**full, "sha256": digest}, indent=2).encode()))
     members = {**out, _STATE: np.frombuffer(text.encode(), np.uint8), _DIGEST: np.frombuffer(digest.encode(), np.uint8)}
-    _atomic_write(folder / TOY_FILE, lambda f: np.savez(f, **members))
+    _atomic_write(folder / TOY_FILE, lambda f: _write_npz(f, members))
     return folder / TOY_FILE
+
+
+def _write_npz(f, arrays: dict):
+    """``np.savez`` with fixed member order and timestamps, so the same arrays give the same bytes."""
+    import io
+
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+        for name in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(arrays[name]), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
 def _read_npz(path: Path, max_bytes: int) -> dict:
@@ -181,7 +192,7 @@ def _read_npz(path: Path, max_bytes: int) -> dict:
                 if n != info.file_size - f.tell():
                     raise ValueError(f"member {info.filename} declares shape {shape} ({n} bytes) but holds "
                                      f"{info.file_size - f.tell()} bytes")
-                a = np.frombuffer(f.read(n), dtype=dtype)
+                a = np.frombuffer(bytearray(f.read(n)), dtype=dtype)   # writable, one copy
                 a = a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
             arrays[info.filename.removesuffix(".npy")] = a
     return arrays

@@ -114,8 +114,10 @@ class _ToyRun:
 
         arrays, state = self.stepper.state()
         arrays["losses"] = np.asarray(self.losses, np.float64)
-        state = {**state, "seconds": self.seconds, "rng": {"data": self.data_rng.bit_generator.state,
-                                                             "noise": self.noise_rng.rng.bit_generator.state}}
+        state = {**state, "rng": {"data": self.data_rng.bit_generator.state,
+                                  "noise": self.noise_rng.rng.bit_generator.state}}
+        if self.cfg.max_seconds:     # the time spent, which a clock-budgeted run resumes with (else: same bytes)
+            state["seconds"] = self.seconds
         save_toy_checkpoint(out, self.stepper.params(), self.ema, self.cfg.to_dict(), self.step, arrays, state)
 
     def resume(self, out, log):
@@ -134,7 +136,8 @@ class _ToyRun:
         self.ema = unflatten_params("ema", arrays)
         self.data_rng.bit_generator.state = state["rng"]["data"]
         self.noise_rng.rng.bit_generator.state = state["rng"]["noise"]
-        self.losses, self.step, self.seconds = arrays["train.losses"].tolist(), int(state["step"]), state["seconds"]
+        self.losses, self.step = arrays["train.losses"].tolist(), int(state["step"])
+        self.seconds = float(state.get("seconds", 0.0))
         log(f"resuming from {out} at step {self.step}")
 
 

@@ -131,11 +131,11 @@ def test_overwrite_is_atomic(tmp_path, monkeypatch):
     folder = tmp_path / "run"
     params, _, _ = _save(folder, step=1)
 
-    def broken_savez(f, **arrays):
+    def broken_savez(f, arrays):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.np, "savez", broken_savez)
+    monkeypatch.setattr(checkpoint, "_write_npz", broken_savez)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save_toy_checkpoint(folder, _params(5), _params(6), {}, 2)
     monkeypatch.undo()

@@ -11,6 +11,7 @@ hook for sample grids.  Same seed, same numbers: nothing random is carried betwe
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -298,7 +299,11 @@ def train_loop(task: Task, cfg: LoopConfig, out, resume: bool = False, device=No
     calls this (RANK / WORLD_SIZE / LOCAL_RANK from the environment); rank 0 writes.
     Returns {'steps', 'losses', 'seconds', 'examples_per_second', 'checkpoint'}."""
     out, dist = Path(out), Dist.from_env()
-    device = dist.setup(device)
+    with checkpoint.RunLock(out) if dist.main else contextlib.nullcontext():   # one writer per folder
+        return _train(task, cfg, out, dist, dist.setup(device), resume, progress, log, desc)
+
+
+def _train(task, cfg, out: Path, dist: Dist, device, resume, progress, log, desc) -> dict:
     run = _Run(task, cfg, out, device, dist)
     start = 0
     if resume and checkpoint.is_image_checkpoint(out):

@@ -212,7 +212,7 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
 def model_from_checkpoint(path, device="cpu", use_ema: bool = True):
     """(U-Net with the checkpoint's weights, in eval mode; the run's ``ImageConfig``)."""
     tensors, state = load_image_checkpoint(path)
-    cfg = ImageConfig.from_dict(state["config"], f"the config of checkpoint {path}")
+    cfg = ImageConfig.from_dict(state["config"], f"the config of checkpoint {path}").validate()
     net = UNet(cfg.unet)
     load_modules({"ema" if use_ema else "model": net}, tensors, path)
     return net.to(device).eval(), cfg

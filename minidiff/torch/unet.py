@@ -24,6 +24,11 @@ from ._init import _near_zero_
 from .attention import Attention, attention  # noqa: F401  (attention: lesson 11 and older imports)
 
 
+UNET_LIMITS = {"in_channels": 64, "out_channels": 64, "image_size": 2048, "base_channels": 1024,
+               "num_res_blocks": 16, "num_heads": 64, "groups": 1024, "channel_mults": (8, 16),
+               "attention_resolutions": (8, 128)}
+
+
 @dataclasses.dataclass
 class UNetConfig:
     in_channels: int = 1
@@ -52,6 +57,14 @@ class UNetConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         if not self.channel_mults or any(not isinstance(m, int) or m < 1 for m in self.channel_mults):
             raise ValueError(f"channel_mults must be a non-empty tuple of integers >= 1, got {self.channel_mults!r}")
+        # Sanity limits, far above anything minidiff trains: a config (say, a checkpoint's) cannot
+        # ask for terabytes before a single weight is read.
+        for name, limit in UNET_LIMITS.items():
+            v = getattr(self, name)
+            if isinstance(v, tuple) and (len(v) > limit[0] or any(m > limit[1] for m in v)):
+                raise ValueError(f"{name} may hold at most {limit[0]} entries of at most {limit[1]}, got {v!r}")
+            if isinstance(v, int) and v > limit:
+                raise ValueError(f"{name} must be at most {limit}, got {v!r}")
         factor = 2 ** (len(self.channel_mults) - 1)
         if self.image_size % factor:
             raise ValueError(f"image_size must be divisible by 2^(len(channel_mults) - 1) = {factor} "
