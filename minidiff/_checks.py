@@ -107,3 +107,114 @@ def denoiser_output(D, x, sigma: float, step: int, **model_kwargs):
     if not xp.all_finite(out):
         raise ValueError(f"denoiser returned non-finite values (NaN or inf) at step {step} (sigma={sigma:.4g})")
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The boundary of every public function: numbers, counts, arrays, backends, dtypes.
+
+_MAX_COUNT = 2 ** 31 - 1
+
+
+def real(name: str, value, lo: float = -np.inf, hi: float = np.inf, lo_open: bool = False,
+         hi_open: bool = False) -> float:
+    """``value`` as a float: a finite real number (not a bool, not a string) in the interval
+    from ``lo`` to ``hi`` (ends included unless ``lo_open`` / ``hi_open``).  NaN and inf are
+    refused: NaN passes every comparison and inf an open upper bound."""
+    ok_type = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not ok_type and getattr(value, "ndim", None) == 0 and getattr(value, "numel", lambda: 0)() == 1:
+        value, ok_type = value.item(), True                      # a 0-d torch tensor
+    if not ok_type:
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return v
+
+
+def count(name: str, value, minimum: int = 1, maximum: int = _MAX_COUNT) -> int:
+    """``value`` as an int: an integer (not a bool, a float such as 2.0 or 1e12, nor a string
+    such as "3") in [minimum, maximum]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
+    return int(value)
+
+
+def is_array(value) -> bool:
+    """A NumPy array, an autograd-traced array or a torch tensor."""
+    return namespace(value).is_array(value) or isinstance(value, np.ndarray)
+
+
+def array(name: str, value, ndim=None, min_ndim: int = 0):
+    """``value`` must be an array of either backend (a list, None or a number is a TypeError
+    naming the argument), with ``ndim`` dimensions (an int or a tuple of allowed ones) or at
+    least ``min_ndim``."""
+    if not is_array(value):
+        raise TypeError(f"{name} must be an array (numpy or torch), got {type(value).__name__}")
+    n = len(value.shape)
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if (allowed is not None and n not in allowed) or n < min_ndim:
+        want = f"{' or '.join(str(a) for a in allowed)}" if allowed is not None else f">= {min_ndim}"
+        raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(value.shape)}")
+    return value
+
+
+def same_backend(**named):
+    """All the named arrays on one backend: mixing NumPy arrays and torch tensors in one call is a
+    TypeError naming them.  Returns the namespace."""
+    kinds = {k: ("torch" if namespace(v).name == "torch" else "numpy") for k, v in named.items() if is_array(v)}
+    if len(set(kinds.values())) > 1:
+        raise TypeError("arrays of both backends in one call: "
+                        + ", ".join(f"{k} is {v}" for k, v in kinds.items())
+                        + " (convert them with torch.as_tensor or minidiff.backend.to_numpy)")
+    return namespace(*named.values())
+
+
+def shapes_equal(**named):
+    """The named arrays must have one shape; else a ValueError naming each with its shape."""
+    shapes = {k: tuple(v.shape) for k, v in named.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError("shapes must match: " + ", ".join(f"{k} {s}" for k, s in shapes.items()))
+
+
+def per_example(name: str, value, x, x_name: str = "x"):
+    """``value`` must be a scalar or hold one entry per example of ``x``: shape () or (B,)."""
+    shape = tuple(getattr(value, "shape", np.shape(value)))
+    B = tuple(x.shape)[0] if len(x.shape) else None
+    if shape not in ((), (B,)):
+        raise ValueError(f"{name} must be a scalar or have shape (B,) = ({B},) like {x_name} {tuple(x.shape)}, "
+                         f"got shape {shape}")
+    return value
+
+
+def finite_input(name: str, x):
+    """``x`` holds no NaN or inf (so a NaN start is blamed on it, not on a model)."""
+    if not namespace(x).all_finite(x):
+        raise ValueError(f"{name} holds non-finite values (NaN or inf)")
+    return x
+
+
+def table_dtype(x):
+    """The dtype a schedule table is computed in for ``x``: x's float dtype, at least float32
+    (float16 tables lose 1 - alpha_bar near t = 0 to rounding)."""
+    xp, dt = namespace(x), namespace(x).dtype_of(x)
+    if xp.name == "torch":
+        import torch
+        return torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
+    return np.dtype(np.float32) if np.dtype(dt).itemsize < 4 else np.dtype(dt)
+
+
+def model_call(name: str, model, x, *args, **model_kwargs):
+    """``model(x, *args, **model_kwargs)`` checked: an array of x's shape with finite values."""
+    out = model(x, *args, **model_kwargs)
+    if not is_array(out):
+        raise TypeError(f"{name} must return an array, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"{name} returned shape {tuple(out.shape)}, expected x's {tuple(x.shape)}")
+    if not namespace(out).all_finite(out):
+        raise ValueError(f"{name} returned non-finite values (NaN or inf)")
+    return out
