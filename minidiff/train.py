@@ -8,6 +8,7 @@ optimiser (ours vs ``torch.optim.AdamW``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from functools import partial
 
@@ -47,8 +48,11 @@ class ToyConfig(MethodConfig):
         _checks.choice("dtype", self.dtype, ("float32", "float64"))
         for name in ("steps", "batch_size", "hidden", "depth", "t_dim"):
             _checks.positive_int(name, getattr(self, name))
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name, ok, allowed in (("lr", lambda v: v > 0, "> 0"), ("clip", lambda v: v >= 0, ">= 0"),
+                                  ("max_seconds", lambda v: v >= 0, ">= 0 (0: no limit)")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+                raise ValueError(f"{name} must be a finite number {allowed}, got {v!r}")
         return self
 
 
