@@ -2,19 +2,35 @@
 exercise - PASS, not written yet, or FAIL with the property that broke - never a traceback.
 The formula-level hint comes only on request (`minidiff check NN --hint NAME`).
 
-``Collector`` is the one pytest plugin that reads per-check outcomes; `minidiff check` and
-tests/test_exercises.py both go through ``run_checks``."""
+The learner's code runs in a child process (``run_isolated``) that reports each check as it
+goes; the parent enforces a hard time limit from outside (killing the child's process group) and
+always prints the report, so no learner code can end, hang or silence it: a check that ends the
+process (``os._exit``) or ignores its time limit is reported as such and the remaining checks run
+in a fresh child.  A lesson file that does not import is reported once, with its error and line.
+
+``Collector`` is the one pytest plugin that reads per-check outcomes; the child and
+tests/test_exercises.py (in-process) both go through ``run_checks``."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import io
+import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
 from .exercises import STUB_MARK, get_lesson, repo_root
 
 PER_TEST_TIMEOUT_S = 30
+KILL_MARGIN_S = 5          # the parent kills a check this long after its own time limit has passed
+STARTUP_S = 180            # the child's start-up (importing numpy, torch, pytest; collecting the checks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +38,9 @@ class Outcome:
     """One lesson check's result."""
     nodeid: str
     exercise: str | None    # from the check's @pytest.mark.exercise, None when untagged
-    status: str             # "passed", "failed" (an assertion), "raised", "stub", "timeout", "skipped"
+    status: str             # "passed", "failed" (an assertion), "raised", "stub", "timeout", "skipped";
+                            # set by the parent: "killed" (ignored its time limit), "ended" (ended the
+                            # process), "not run" (after an earlier check of its exercise did either)
     prop: str               # the property the check states: its docstring's first line, else its name
     message: str = ""       # one line: the assertion message, or "IndexError: ..." for "raised"
 
@@ -84,13 +102,13 @@ def _assertion_line(text: str) -> str:
     return f"{first} ({worst})" if worst else first
 
 
-def run_checks(paths, impl: str = "lesson", timeout: float | None = PER_TEST_TIMEOUT_S) -> tuple:
+def run_checks(paths, impl: str = "lesson", timeout: float | None = PER_TEST_TIMEOUT_S, collector=None) -> tuple:
     """Run the lesson checks in ``paths`` (files or folders) on ``impl`` in this process, quietly.
     Returns (pytest exit code, [Outcome, ...])."""
     import pytest
 
     root = repo_root()
-    collector = Collector()
+    collector = collector or Collector()
     args = [*map(str, paths), f"--impl={impl}", "-q", "--tb=no", "--no-header", "-p", "no:cacheprovider",
             f"--rootdir={root}", "-c", str(root / "pyproject.toml")]
     if timeout is not None:
@@ -115,28 +133,39 @@ def exercise_line(name: str, outcomes: list, timeout: float) -> tuple:
            "raised": f"raised {first.message}",
            "stub": f"calls {first.message}, which is not written yet",
            "timeout": f"timed out after {timeout:g} s (an endless loop?)",
+           "killed": f"timed out after {timeout:g} s and ignored the stop (an endless loop that swallows "
+                     "the timeout?): the check process was killed",
+           "ended": f"ended the check process without reporting ({first.message})",
+           "not run": f"not run: {first.message}",
            "skipped": f"skipped: {first.message}"}[first.status]
     return False, [f"  FAIL  {head}: {first.prop}", f"        {why}"]
 
 
 def run_check(number, impl: str = "lesson", stream=None, timeout: float = PER_TEST_TIMEOUT_S) -> int:
-    """Run the checks of lesson ``number`` on ``impl`` and print the per-exercise report.
-    Returns 0 when every exercise passes, else 1 (2 when the checks could not run)."""
+    """Run the checks of lesson ``number`` on ``impl`` in a child process and print the
+    per-exercise report.  Returns 0 when every exercise passes, else 1 (2 when the checks could
+    not run)."""
     stream = stream or sys.stdout
     lesson = get_lesson(number)
     test_file = repo_root() / lesson.test_path
     if not test_file.exists():
         print(f"cannot find {test_file}: run `minidiff check` from the minidiff clone", file=stream)
         return 2
-    code, outcomes = run_checks([test_file], impl, timeout)
-    if not outcomes:
-        print(f"lesson {lesson.number}: the checks could not run (pytest exit code {code}). "
+    result = run_isolated(lesson.number, test_file, impl, timeout)
+    print(f"Lesson {lesson.number}: {lesson.title}  ({lesson.stub_path})", file=stream)
+    if result.import_error:
+        print(f"  ERROR {result.import_error}", file=stream)
+        for ex in lesson.exercises:
+            print(f"  ----  {ex.name:22s} not checked: {lesson.stub_path} must import first", file=stream)
+        print(f"0/{len(lesson.exercises)} exercises pass.", file=stream)
+        return 1
+    if not result.outcomes:
+        print(f"  the checks could not run ({result.problem or f'pytest exit code {result.code}'}). "
               f"Try: python -m pytest {lesson.test_path} --impl={impl}", file=stream)
         return 2
-    print(f"Lesson {lesson.number}: {lesson.title}  ({lesson.stub_path})", file=stream)
     n_ok = 0
     for ex in lesson.exercises:
-        ok, lines = exercise_line(ex.name, [o for o in outcomes if o.exercise == ex.name], timeout)
+        ok, lines = exercise_line(ex.name, [o for o in result.outcomes if o.exercise == ex.name], timeout)
         n_ok += ok
         print("\n".join(lines), file=stream)
     print(f"{n_ok}/{len(lesson.exercises)} exercises pass.", file=stream)
@@ -144,6 +173,199 @@ def run_check(number, impl: str = "lesson", stream=None, timeout: float = PER_TE
         print(f"A formula-level hint: minidiff check {lesson.number} --hint NAME.  Full output: "
               f"python -m pytest {lesson.test_path} --impl={impl}", file=stream)
     return 0 if n_ok == len(lesson.exercises) else 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The child process and its parent.  The child writes one JSON object a line into a report file:
+# {"event": "importing"}, {"event": "imported"} or {"event": "import_error", "text"}, then
+# {"event": "collected", "checks": [[nodeid, exercise, prop], ...]}, {"event": "start", "nodeid"}
+# and {"event": "outcome", **Outcome} per check, and {"event": "done", "code"} at the end.
+
+@dataclasses.dataclass
+class ChildResult:
+    outcomes: list
+    import_error: str = ""      # the lesson file does not import: its error, where, and the line
+    problem: str = ""           # the child ended or hung outside any check
+    code: int = 0               # pytest's exit code
+
+
+class _Reporter(Collector):
+    """The child's plugin: every outcome (and each check's start) written to the report file at once,
+    so that whatever happens next the parent knows how far the checks got."""
+
+    def __init__(self, report, skip):
+        super().__init__()
+        self.report, self.skip = report, set(skip)
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        items[:] = [item for item in items if item.nodeid not in self.skip]
+        _emit(self.report, event="collected", checks=[[item.nodeid, _exercise(item), _property(item)]
+                                                      for item in items])
+
+    def pytest_runtest_setup(self, item):
+        _emit(self.report, event="start", nodeid=item.nodeid)
+
+    def pytest_runtest_makereport(self, item, call):
+        n = len(self.outcomes)
+        super().pytest_runtest_makereport(item, call)
+        for o in self.outcomes[n:]:
+            _emit(self.report, event="outcome", **dataclasses.asdict(o))
+
+
+def _exercise(item):
+    marker = item.get_closest_marker("exercise")
+    return marker.args[0] if marker else None
+
+
+def _emit(report, **event):
+    with open(report, "a") as f:
+        f.write(json.dumps(event) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def import_error_text(e: BaseException, path) -> str:
+    """One line: the learner file's import error, its line number and that line."""
+    path = str(path)
+    if isinstance(e, SyntaxError) and e.filename and Path(e.filename).resolve() == Path(path).resolve():
+        where, text = e.lineno, (e.text or "").strip()
+        message = e.msg
+    else:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == Path(path).resolve()]
+        where, text = (frames[-1].lineno, (frames[-1].line or "").strip()) if frames else (None, "")
+        message = _first_line(str(e))
+    at = f", line {where}" if where else ""
+    shown = f": {text}" if text else ""
+    return _first_line(f"{Path(path).name} does not import: {type(e).__name__}: {message} ({Path(path).name}{at}{shown})",
+                       limit=240)
+
+
+def _child_main(number, impl, timeout, report, skip_file):
+    """The child: import the lesson file, then run the checks, reporting to ``report``."""
+    import numpy  # noqa: F401  (the start-up's imports, not the learner's, before "importing")
+
+    from .exercises import implementation, lessons_dir
+
+    lesson = get_lesson(number)
+    for name in ("torch", "autograd"):
+        with contextlib.suppress(ImportError):
+            __import__(name)
+    _emit(report, event="importing")
+    try:
+        implementation(number, impl)
+    except BaseException as e:   # noqa: BLE001  (the learner's file: anything, SystemExit too)
+        _emit(report, event="import_error", text=import_error_text(e, lessons_dir() / f"{lesson.stem}.py")
+              if impl == "lesson" else _first_line(f"{type(e).__name__}: {e}"))
+        return 0
+    _emit(report, event="imported")
+    skip = json.loads(Path(skip_file).read_text()) if skip_file else []
+    code, _ = run_checks([repo_root() / lesson.test_path], impl, timeout, collector=_Reporter(report, skip))
+    _emit(report, event="done", code=code)
+    return 0
+
+
+def _read_events(report, seen: int) -> list:
+    """The complete lines of the report file after the first ``seen``."""
+    try:
+        lines = Path(report).read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+    events = []
+    for line in lines[seen:]:
+        if not line.endswith("\n"):
+            break
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            events.append({"event": "garbled"})
+    return events
+
+
+def _kill(proc):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_isolated(number, test_file, impl: str = "lesson", timeout: float = PER_TEST_TIMEOUT_S) -> ChildResult:
+    """Run a lesson's checks in child processes with a hard time limit per check (``timeout`` +
+    KILL_MARGIN_S, enforced here) and per import of the lesson file.  A check that ends its child or
+    is killed is recorded, the other checks of its exercise are marked 'not run', and a fresh child
+    runs the rest."""
+    outcomes, done, checks = [], set(), {}
+    with tempfile.TemporaryDirectory(prefix="minidiff-check-") as tmp:
+        for attempt in range(10_000):                       # each round settles at least one check
+            report, skip_file = Path(tmp) / f"report{attempt}.jsonl", Path(tmp) / "skip.json"
+            skip_file.write_text(json.dumps(sorted(done)))
+            cmd = [sys.executable, "-m", "minidiff.check", "--child", str(number), "--impl", impl,
+                   "--timeout", str(timeout), "--report", str(report), "--skip", str(skip_file)]
+            here = str(Path(__file__).resolve().parent.parent)   # the child imports this very minidiff
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True, env=env, cwd=os.getcwd())
+            stage, current, seen = "starting", None, 0
+            deadline = time.monotonic() + STARTUP_S
+            finished = None
+            while finished is None:
+                events = _read_events(report, seen)
+                seen += len(events)
+                for ev in events:
+                    kind = ev.get("event")
+                    if kind == "importing":
+                        stage, deadline = "importing", time.monotonic() + timeout + KILL_MARGIN_S
+                    elif kind == "import_error":
+                        _kill(proc)
+                        return ChildResult([], import_error=ev.get("text", "does not import"))
+                    elif kind == "imported":
+                        stage, deadline = "collecting", time.monotonic() + STARTUP_S
+                    elif kind == "collected":
+                        checks.update({c[0]: c for c in ev["checks"]})
+                        stage, deadline = "between checks", time.monotonic() + STARTUP_S
+                    elif kind == "start":
+                        current, stage = ev["nodeid"], "check"
+                        deadline = time.monotonic() + timeout + KILL_MARGIN_S
+                    elif kind == "outcome":
+                        ev.pop("event")
+                        outcomes.append(Outcome(**ev))
+                        done.add(ev["nodeid"])
+                        deadline = time.monotonic() + timeout + KILL_MARGIN_S
+                    elif kind == "done":
+                        finished = "done"
+                if finished:
+                    break
+                rc = proc.poll()
+                if rc is not None and not _read_events(report, seen):
+                    finished = f"exit code {rc}"
+                elif rc is None and time.monotonic() > deadline:
+                    _kill(proc)
+                    finished = "killed"
+                else:
+                    time.sleep(0.05)
+            if finished == "done":
+                proc.wait()
+                return ChildResult(outcomes, code=next((e["code"] for e in _read_events(report, 0)
+                                                        if e.get("event") == "done"), 0))
+            _kill(proc)
+            if stage == "importing":
+                what = f"did not finish within {timeout:g} s (an endless loop at import?)" \
+                    if finished == "killed" else f"ended the process ({finished})"
+                return ChildResult([], import_error=f"importing {get_lesson(number).stub_path} {what}")
+            if stage != "check" or current in done:
+                return ChildResult(outcomes, problem=f"the check process {'hung' if finished == 'killed' else 'ended'} "
+                                                     f"outside any check ({finished}, while {stage})")
+            nodeid, exercise, prop = checks.get(current, (current, None, current))
+            status = "killed" if finished == "killed" else "ended"
+            outcomes.append(Outcome(nodeid, exercise, status, prop, finished))
+            done.add(nodeid)
+            for other, ex, p in checks.values():     # its exercise's other checks would do the same
+                if other not in done and ex == exercise and exercise is not None:
+                    outcomes.append(Outcome(other, ex, "not run", p, "an earlier check of this exercise "
+                                                                     f"{'was killed' if status == 'killed' else 'ended the process'}"))
+                    done.add(other)
+            if all(c in done for c in checks):
+                return ChildResult(outcomes)
+    return ChildResult(outcomes, problem="too many restarts")
 
 
 def show_hint(number, name: str, stream=None, err=None) -> int:
@@ -157,3 +379,20 @@ def show_hint(number, name: str, stream=None, err=None) -> int:
         return 2
     print(f"hint for {ex.name} (lesson {lesson.number}): {ex.hint}", file=stream)
     return 0
+
+
+def _main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m minidiff.check", description="the child process of `minidiff check`")
+    p.add_argument("--child", required=True, metavar="NN")
+    p.add_argument("--impl", default="lesson")
+    p.add_argument("--timeout", type=float, default=PER_TEST_TIMEOUT_S)
+    p.add_argument("--report", required=True)
+    p.add_argument("--skip", default="")
+    a = p.parse_args(argv)
+    return _child_main(a.child, a.impl, a.timeout, a.report, a.skip)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
