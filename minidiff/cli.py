@@ -470,8 +470,10 @@ def cmd_sample(args):
 
     if is_image_checkpoint(args.ckpt):
         return _sample_images(args)
-    _refuse_given(args, {"--guidance": "guidance", "--class": "class_label", "--batch-size": "batch_size",
-                         "--device": "device"}, "for image models; this is a 2-D checkpoint")
+    _refuse_given(args, {"--guidance": "guidance", "--class": "class_label"},
+                  "for class-conditional image models; this is a 2-D checkpoint")
+    _refuse_given(args, {"--batch-size": "batch_size", "--device": "device"}, "for image models; this is a 2-D "
+                  "checkpoint")
     ckpt = Path(args.ckpt)
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
     _writable_target("--out", out)
@@ -628,10 +630,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError, ImportError, FloatingPointError) as e:   # OSError: FileNotFoundError too
-        text = _one_line(e) or type(e).__name__
-        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and not str(e).startswith("["):
-            text = f"{type(e).__name__}: {text}"
-        print(f"minidiff {args.command}: error: {text}", file=sys.stderr)
+        print(f"minidiff {args.command}: error: {_one_line(e) or type(e).__name__}", file=sys.stderr)
         return 2
 
 

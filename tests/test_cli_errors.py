@@ -288,3 +288,21 @@ def test_the_command_itself_prints_one_line_and_exits_2(argv, checkpoints, tmp_p
                           cwd=tmp_path, env=env, timeout=300)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import minidiff.cli
+
+    monkeypatch.setattr(minidiff.cli.os, "access", lambda path, mode: False)   # as a read-only folder reads
+    code, err = _run(["train", "--dataset", "8gaussians", "--steps", "2", "--out", str(tmp_path / "o")], capsys)
+    _assert_one_line(code, err, "--out")
+    assert "cannot write" in err and "it/s" not in err                 # no training started
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("lr", float("inf")), ("max_seconds", -1.0),
+                                          ("max_seconds", float("nan")), ("clip", float("inf")), ("clip", -1.0)])
+def test_toy_config_refuses_non_finite_and_negative_values(field, value):
+    from minidiff.train import ToyConfig
+
+    with pytest.raises(ValueError, match=field):
+        ToyConfig(**{field: value}).validate()
