@@ -226,18 +226,16 @@ def _emit(report, **event):
 
 def import_error_text(e: BaseException, path) -> str:
     """One line: the learner file's import error, its line number and that line."""
-    path = str(path)
-    if isinstance(e, SyntaxError) and e.filename and Path(e.filename).resolve() == Path(path).resolve():
+    path = Path(path).resolve()
+    if isinstance(e, SyntaxError) and e.filename and Path(e.filename).resolve() == path:
         where, text = e.lineno, (e.text or "").strip()
         message = e.msg
     else:
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == Path(path).resolve()]
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == path]
         where, text = (frames[-1].lineno, (frames[-1].line or "").strip()) if frames else (None, "")
         message = _first_line(str(e))
-    at = f", line {where}" if where else ""
-    shown = f": {text}" if text else ""
-    return _first_line(f"{Path(path).name} does not import: {type(e).__name__}: {message} ({Path(path).name}{at}{shown})",
-                       limit=240)
+    where = (f" (line {where}" + (f": {text}" if text else "") + ")") if where else ""
+    return _first_line(f"{path.name} does not import: {type(e).__name__}: {message}{where}", limit=240)
 
 
 def _child_main(number, impl, timeout, report, skip_file):
@@ -287,85 +285,112 @@ def _kill(proc):
     proc.wait()
 
 
+@dataclasses.dataclass
+class _Round:
+    """What one child got through: how it finished ('done', 'killed' or 'exit code N'), the stage
+    it was in (starting, importing, collecting, between checks, check) and the check it was running."""
+    finished: str = ""
+    stage: str = "starting"
+    current: str | None = None
+    import_error: str = ""
+    code: int = 0
+
+
+def _start_child(number, impl, timeout, report, skip_file):
+    here = str(Path(__file__).resolve().parent.parent)           # the child imports this very minidiff
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    cmd = [sys.executable, "-m", "minidiff.check", "--child", str(number), "--impl", impl,
+           "--timeout", str(timeout), "--report", str(report), "--skip", str(skip_file)]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+
+
+def _watch(proc, report, timeout, outcomes, done, checks) -> _Round:
+    """Follow one child's report until it is done, ends or overruns its stage's limit (then kill
+    its process group); its outcomes go into ``outcomes`` / ``done``, its checks into ``checks``."""
+    r, seen = _Round(), 0
+    limit = {"starting": STARTUP_S, "importing": timeout + KILL_MARGIN_S, "collecting": STARTUP_S,
+             "between checks": STARTUP_S, "check": timeout + KILL_MARGIN_S}
+    deadline = time.monotonic() + limit[r.stage]
+    while True:
+        events = _read_events(report, seen)
+        seen += len(events)
+        for ev in events:
+            kind, stage = ev.get("event"), None
+            if kind == "import_error":
+                r.import_error, r.finished = ev.get("text", "does not import"), "import error"
+            elif kind == "done":
+                r.finished, r.code = "done", int(ev.get("code", 0))
+            elif kind == "collected":
+                checks.update({c[0]: tuple(c) for c in ev["checks"]})
+                stage = "between checks"
+            elif kind == "start":
+                r.current, stage = ev["nodeid"], "check"
+            elif kind == "outcome":
+                ev.pop("event")
+                outcomes.append(Outcome(**ev))
+                done.add(ev["nodeid"])
+                stage = "check"                 # its teardown: still the check's time
+            else:
+                stage = {"importing": "importing", "imported": "collecting"}.get(kind)
+            if stage:
+                r.stage, deadline = stage, time.monotonic() + limit[stage]
+        if r.finished:
+            _kill(proc)
+            return r
+        rc = proc.poll()
+        if rc is not None and not _read_events(report, seen):
+            r.finished = f"exit code {rc}"
+            return r
+        if rc is None and time.monotonic() > deadline:
+            _kill(proc)
+            r.finished = "killed"
+            return r
+        time.sleep(0.05)
+
+
 def run_isolated(number, test_file, impl: str = "lesson", timeout: float = PER_TEST_TIMEOUT_S) -> ChildResult:
-    """Run a lesson's checks in child processes with a hard time limit per check (``timeout`` +
-    KILL_MARGIN_S, enforced here) and per import of the lesson file.  A check that ends its child or
+    """Run a lesson's checks in child processes with a hard time limit, enforced here, per check
+    (``timeout`` + KILL_MARGIN_S) and per import of the lesson file.  A check that ends its child or
     is killed is recorded, the other checks of its exercise are marked 'not run', and a fresh child
     runs the rest."""
     outcomes, done, checks = [], set(), {}
+    stub_path = get_lesson(number).stub_path
     with tempfile.TemporaryDirectory(prefix="minidiff-check-") as tmp:
         for attempt in range(10_000):                       # each round settles at least one check
             report, skip_file = Path(tmp) / f"report{attempt}.jsonl", Path(tmp) / "skip.json"
             skip_file.write_text(json.dumps(sorted(done)))
-            cmd = [sys.executable, "-m", "minidiff.check", "--child", str(number), "--impl", impl,
-                   "--timeout", str(timeout), "--report", str(report), "--skip", str(skip_file)]
-            here = str(Path(__file__).resolve().parent.parent)   # the child imports this very minidiff
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True, env=env, cwd=os.getcwd())
-            stage, current, seen = "starting", None, 0
-            deadline = time.monotonic() + STARTUP_S
-            finished = None
-            while finished is None:
-                events = _read_events(report, seen)
-                seen += len(events)
-                for ev in events:
-                    kind = ev.get("event")
-                    if kind == "importing":
-                        stage, deadline = "importing", time.monotonic() + timeout + KILL_MARGIN_S
-                    elif kind == "import_error":
-                        _kill(proc)
-                        return ChildResult([], import_error=ev.get("text", "does not import"))
-                    elif kind == "imported":
-                        stage, deadline = "collecting", time.monotonic() + STARTUP_S
-                    elif kind == "collected":
-                        checks.update({c[0]: c for c in ev["checks"]})
-                        stage, deadline = "between checks", time.monotonic() + STARTUP_S
-                    elif kind == "start":
-                        current, stage = ev["nodeid"], "check"
-                        deadline = time.monotonic() + timeout + KILL_MARGIN_S
-                    elif kind == "outcome":
-                        ev.pop("event")
-                        outcomes.append(Outcome(**ev))
-                        done.add(ev["nodeid"])
-                        deadline = time.monotonic() + timeout + KILL_MARGIN_S
-                    elif kind == "done":
-                        finished = "done"
-                if finished:
-                    break
-                rc = proc.poll()
-                if rc is not None and not _read_events(report, seen):
-                    finished = f"exit code {rc}"
-                elif rc is None and time.monotonic() > deadline:
-                    _kill(proc)
-                    finished = "killed"
-                else:
-                    time.sleep(0.05)
-            if finished == "done":
-                proc.wait()
-                return ChildResult(outcomes, code=next((e["code"] for e in _read_events(report, 0)
-                                                        if e.get("event") == "done"), 0))
-            _kill(proc)
-            if stage == "importing":
+            r = _watch(_start_child(number, impl, timeout, report, skip_file), report, timeout, outcomes, done, checks)
+            if r.import_error:
+                return ChildResult([], import_error=r.import_error)
+            if r.finished == "done":
+                return ChildResult(outcomes, code=r.code)
+            if r.stage == "importing":
                 what = f"did not finish within {timeout:g} s (an endless loop at import?)" \
-                    if finished == "killed" else f"ended the process ({finished})"
-                return ChildResult([], import_error=f"importing {get_lesson(number).stub_path} {what}")
-            if stage != "check" or current in done:
-                return ChildResult(outcomes, problem=f"the check process {'hung' if finished == 'killed' else 'ended'} "
-                                                     f"outside any check ({finished}, while {stage})")
-            nodeid, exercise, prop = checks.get(current, (current, None, current))
-            status = "killed" if finished == "killed" else "ended"
-            outcomes.append(Outcome(nodeid, exercise, status, prop, finished))
-            done.add(nodeid)
-            for other, ex, p in checks.values():     # its exercise's other checks would do the same
-                if other not in done and ex == exercise and exercise is not None:
-                    outcomes.append(Outcome(other, ex, "not run", p, "an earlier check of this exercise "
-                                                                     f"{'was killed' if status == 'killed' else 'ended the process'}"))
-                    done.add(other)
+                    if r.finished == "killed" else f"ended the process ({r.finished})"
+                return ChildResult([], import_error=f"importing {stub_path} {what}")
+            if r.stage != "check" or r.current in done:
+                how = "hung" if r.finished == "killed" else "ended"
+                return ChildResult(outcomes, problem=f"the check process {how} outside any check ({r.finished}, "
+                                                     f"while {r.stage})")
+            _settle(r, outcomes, done, checks)
             if all(c in done for c in checks):
                 return ChildResult(outcomes)
     return ChildResult(outcomes, problem="too many restarts")
+
+
+def _settle(r: _Round, outcomes, done, checks):
+    """Record the check that ended or hung its child, and mark its exercise's other checks not run."""
+    nodeid, exercise, prop = checks.get(r.current, (r.current, None, r.current))
+    status = "killed" if r.finished == "killed" else "ended"
+    outcomes.append(Outcome(nodeid, exercise, status, prop, r.finished))
+    done.add(nodeid)
+    why = f"an earlier check of this exercise {'was killed' if status == 'killed' else 'ended the process'}"
+    for other, ex, p in checks.values():                    # its exercise's other checks would do the same
+        if other not in done and exercise is not None and ex == exercise:
+            outcomes.append(Outcome(other, ex, "not run", p, why))
+            done.add(other)
 
 
 def show_hint(number, name: str, stream=None, err=None) -> int:
