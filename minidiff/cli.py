@@ -4,12 +4,100 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument types: each refuses a bad value with one line naming what is allowed (argparse adds
+# the option's name), before any work starts.
+
+def int_at_least(lo: int):
+    """An argparse type: an integer >= ``lo``."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}")
+        return v
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def float_in(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False, allow_inf: bool = False):
+    """An argparse type: a number in [lo, hi] (or (lo, hi] with ``lo_open``), finite unless
+    ``allow_inf`` (never NaN)."""
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        ok = not math.isnan(v) and (allow_inf or math.isfinite(v)) and (v > lo if lo_open else v >= lo) and v <= hi
+        if not ok:
+            bounds = [f"> {lo:g}" if lo_open else f">= {lo:g}"] if lo > -math.inf else []
+            bounds += [f"<= {hi:g}"] if hi < math.inf else []
+            kind = "a number (inf allowed)" if allow_inf else "a finite number"
+            raise argparse.ArgumentTypeError(f"must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}, "
+                                             f"got {text!r}")
+        return v
+    parse.__name__ = "number"
+    return parse
+
+
+def url(text):
+    """An argparse type: an http(s):// or file:// address."""
+    if not text.startswith(("http://", "https://", "file://")):
+        raise argparse.ArgumentTypeError(f"must start with http://, https:// or file://, got {text!r}")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every error one line on stderr ('minidiff train: error: --n must be ...')
+    and exit code 2."""
+
+    def error(self, message):
+        message = re.sub(r"^argument (\S+?)(/\S+)?: (must)", r"\1 \3", message)
+        message = re.sub(r"^argument (\S+?)(/\S+)?: ", r"\1: ", message)
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+class UsageError(ValueError):
+    """A bad combination of command-line options."""
+
+
+def _writable_target(option: str, path, is_file: bool = False):
+    """Refuse before any work an --out that cannot be written: a file where a folder is wanted
+    (or the reverse), below a file, or in a folder we may not write to."""
+    path = Path(path)
+    if path.exists() and (path.is_dir() if is_file else not path.is_dir()):
+        raise UsageError(f"{option} {path} is a {'folder' if path.is_dir() else 'file'}, "
+                         f"not a {'file' if is_file else 'folder'}")
+    parent = path if path.exists() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or _read_only_fs(parent):
+        raise UsageError(f"{option} {path}: cannot write into {parent} (permission denied or read-only)")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def _add_train_args(p, defaults):
@@ -24,41 +112,48 @@ def _add_train_args(p, defaults):
                    "data, edm for images)")
     p.add_argument("--target", default=defaults.target, choices=TARGETS,
                    help="method ddpm: what the network predicts")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 8000 for 2-D data, the "
-                   "preset's for images)")
-    p.add_argument("--batch-size", type=int, default=None, help="(images: per process)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--T", type=int, default=defaults.T, help="diffusion steps")
+    p.add_argument("--steps", type=int_at_least(1), default=None, help="optimiser steps (default: 8000 for 2-D "
+                   "data, the preset's for images)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="(images: per process)")
+    p.add_argument("--lr", type=float_in(0, lo_open=True), default=None)
+    p.add_argument("--T", type=int_at_least(1), default=defaults.T, help="diffusion steps")
     p.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULES)
-    p.add_argument("--max-seconds", type=float, default=None,
+    p.add_argument("--max-seconds", type=float_in(0), default=None,
                    help="stop training after this many seconds (0: no limit)")
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=int_at_least(0), default=defaults.seed)
     p.add_argument("--backend", default=defaults.backend, choices=("numpy", "torch"))
     p.add_argument("--scheme", default=defaults.scheme, choices=SCHEMES,
                    help="method edm: which column of EDM's Table 1 (preconditioning, noise levels, weighting)")
     p.add_argument("--teacher", default="", help="method cd: checkpoint folder of an edm model")
-    p.add_argument("--cm-N", type=int, default=defaults.cm_N, help="method cd: number of noise levels")
+    p.add_argument("--cm-N", type=int_at_least(2), default=defaults.cm_N, help="method cd: number of noise levels")
     p.add_argument("--metric", default=defaults.metric, choices=METRICS,
                    help="methods cd, ct: the consistency distance")
     p.add_argument("--out", default=None, help="output folder (checkpoint and plots; default runs/toy or "
                    "runs/<dataset>-<method>)")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue from the checkpoint in --out, exactly where it stopped")
+    p.add_argument("--ckpt-every", type=int_at_least(0), default=None,
+                   help="steps between checkpoints (0: only at the end; default 1000 for 2-D data, the preset's "
+                        "for images)")
+    # image-only options default to None, so that one given on a 2-D run is noticed (IMAGE_ONLY)
     g = p.add_argument_group("image models (--backend torch with an image dataset)")
-    g.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "gpu"),
-                   help="model size and schedule: cpu (minutes on a laptop), gpu (one GPU), tiny (tests)")
-    g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    g.add_argument("--data-root", default="", help="folder with the dataset's files (default: its usual place)")
-    g.add_argument("--limit", type=int, default=0, help="train on the first LIMIT images only")
+    g.add_argument("--preset", default=None, choices=("tiny", "cpu", "gpu"),
+                   help="model size and schedule: cpu (minutes on a laptop; the default), gpu (one GPU), "
+                        "tiny (tests)")
+    g.add_argument("--data-root", default=None, help="folder with the dataset's files (default: its usual place)")
+    g.add_argument("--limit", type=int_at_least(1), default=None, help="train on the first LIMIT images only")
     g.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
-    g.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints")
-    g.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0: never)")
-    g.add_argument("--warmup", type=int, default=None, help="learning-rate warm-up steps")
-    g.add_argument("--flip", action="store_true", help="random left-right flips")
-    g.add_argument("--class-conditional", action="store_true",
+    g.add_argument("--sample-every", type=int_at_least(0), default=None,
+                   help="steps between sample grids (0: never)")
+    g.add_argument("--warmup", type=int_at_least(0), default=None, help="learning-rate warm-up steps")
+    g.add_argument("--flip", action="store_true", default=None, help="random left-right flips")
+    g.add_argument("--class-conditional", action="store_true", default=None,
                    help="give the U-Net the labels (10%% dropped to a null class, for classifier-free guidance)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
-    g.add_argument("--image-size", type=int, default=None, help="dataset folder: resize to this size")
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the U-Net")
+    g.add_argument("--image-size", type=int_at_least(1), default=None, help="dataset folder: resize to this size")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3), help="dataset folder: 1 grey, 3 RGB")
-    g.add_argument("--no-bf16", action="store_true", help="train in float32 on CUDA too")
+    g.add_argument("--no-bf16", action="store_true", default=None, help="train in float32 on CUDA too")
+    p.set_defaults(image_only={a.option_strings[0]: a.dest for a in g._group_actions})
 
 
 def _given(args, *names) -> dict:
@@ -78,10 +173,10 @@ def _image_config_from(args):
     from .torch.train import ImageConfig
 
     return ImageConfig.from_preset(
-        args.preset, dataset=args.dataset, method=args.method or "edm", target=args.target, T=args.T,
+        args.preset or "cpu", dataset=args.dataset, method=args.method or "edm", target=args.target, T=args.T,
         schedule=args.schedule, seed=args.seed, scheme=args.scheme, teacher=args.teacher, cm_N=args.cm_N,
-        metric=args.metric, data_root=args.data_root, limit=args.limit, flip=args.flip, compile=args.compile,
-        class_conditional=args.class_conditional,
+        metric=args.metric, data_root=args.data_root or "", limit=args.limit or 0, flip=bool(args.flip),
+        compile=bool(args.compile), class_conditional=bool(args.class_conditional),
         bf16=not args.no_bf16, unet={k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels))
                                         if v is not None},
         **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup"))
@@ -136,11 +231,53 @@ def _sample_and_report(params, config, out: Path, n: int, seed: int, backend: st
     return report
 
 
+def _load_toy(path, option: str = "--ckpt"):
+    """A 2-D checkpoint, checked whole before use: (params, ema, ToyConfig).  A missing or
+    unknown config field (another version's checkpoint), an unknown method, a missing array or
+    one whose shape the config does not give is a ValueError naming it."""
+    from .checkpoint import load_toy_checkpoint
+    from .nn import init_mlp
+    from .train import ToyConfig
+
+    try:
+        params, ema, state = load_toy_checkpoint(path)
+    except KeyError as e:  # a layer's W without its b
+        raise ValueError(f"{option} {path}: the checkpoint lacks the array {e}") from None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{option}: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{option}: {e}") from None
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{option} {path}: state.json holds no 'config' dict")
+    cfg = ToyConfig.from_dict(config, f"the config of {option} {path}").validate()
+    expected = init_mlp(0, 2, cfg.hidden, cfg.depth, cfg.t_dim)
+    for name, layers in (("params", params), ("ema", ema)):
+        if len(layers) != len(expected):
+            raise ValueError(f"{option} {path}: '{name}' has {len(layers)} layers, its config (depth "
+                             f"{cfg.depth}) needs {len(expected)}")
+        for i, ((W, b), (W0, b0)) in enumerate(zip(layers, expected)):
+            if W.shape != W0.shape or b.shape != b0.shape or not np.issubdtype(W.dtype, np.floating) \
+                    or not np.issubdtype(b.dtype, np.floating):
+                raise ValueError(f"{option} {path}: '{name}.{i}' is W {W.shape} {W.dtype}, b {b.shape} {b.dtype}; "
+                                 f"its config (hidden {cfg.hidden}, depth {cfg.depth}, t_dim {cfg.t_dim}) needs "
+                                 f"float W {W0.shape}, b {b0.shape}")
+    return params, ema, cfg
+
+
+def _refuse_given(args, options: dict, why: str):
+    """A UsageError naming those of ``options`` (option -> dest) given on the command line."""
+    given = [opt for opt, dest in options.items() if getattr(args, dest, None) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} {why}")
+
+
 def cmd_demo(args):
     from .train import ToyConfig
 
-    cfg = ToyConfig(dataset=args.dataset, max_seconds=args.max_seconds, seed=args.seed)
+    cfg = ToyConfig(dataset=args.dataset, max_seconds=args.max_seconds, seed=args.seed).validate()
     out = Path(args.out)
+    _writable_target("--out", out)
     print(f"minidiff demo: DDPM on {cfg.dataset} (NumPy + autograd, at most {cfg.max_seconds:.0f} s of training)")
     result = _train_and_save(cfg, out)
     _sample_and_report(result["ema"], result["config"], out, args.n, args.seed, "numpy", gif=True)
@@ -150,11 +287,20 @@ def cmd_demo(args):
 def cmd_train(args):
     from .data.images import DATASETS as IMAGE_DATASETS
 
-    if args.dataset in IMAGE_DATASETS:
+    images = args.dataset in IMAGE_DATASETS
+    method = args.method or ("edm" if images else "ddpm")
+    if args.teacher and method != "cd":
+        raise UsageError(f"--teacher is for --method cd (this run's method is {method})")
+    if images:
         return _train_images(args)
-    cfg = _config_from(args)
+    _refuse_given(args, args.image_only, f"for image models (an image --dataset with --backend torch); "
+                  f"--dataset {args.dataset} is 2-D")
+    cfg = _config_from(args).validate()
     out = Path(args.out or "runs/toy")
-    result = _train_and_save(cfg, out, resume=args.resume)
+    _writable_target("--out", out)
+    if cfg.method == "cd":
+        _load_toy(cfg.teacher, "--teacher")
+    result = _train_and_save(cfg, out, resume=bool(args.resume))
     if args.n:
         _sample_and_report(result["ema"], result["config"], out, args.n, args.seed, cfg.backend, gif=False)
     return 0
@@ -162,18 +308,36 @@ def cmd_train(args):
 
 def _train_images(args):
     if args.backend != "torch":
-        raise ValueError(f"dataset {args.dataset!r} is an image dataset: image models train on the PyTorch "
+        raise UsageError(f"--dataset {args.dataset} is an image dataset: image models train on the PyTorch "
                          "backend, pass --backend torch")
+    _refuse_given(args, {"--n": "n"}, "for 2-D runs (sample an image model with `minidiff sample`)")
+    if args.data_root is not None:
+        if args.dataset not in ("fashion-mnist", "folder"):
+            raise UsageError(f"--data-root is for --dataset fashion-mnist or folder; {args.dataset} ships with "
+                             "its Python package")
+        if not Path(args.data_root).is_dir():
+            raise UsageError(f"--data-root {args.data_root} is not a folder")
+    elif args.dataset == "folder":
+        raise UsageError("--dataset folder needs --data-root (the folder of images)")
     from .torch.train import train_images
     from .torch.unet import UNet
 
-    cfg = _image_config_from(args)
+    if args.device:
+        _device(args)
+    cfg = _image_config_from(args).validate()
     out = Path(args.out or f"runs/{args.dataset}-{cfg.method}")
+    _writable_target("--out", out)
+    if cfg.method == "cd":                                       # a bad teacher: refused before training
+        from .torch.train import model_from_checkpoint
+        try:
+            model_from_checkpoint(cfg.teacher)
+        except (ValueError, FileNotFoundError) as e:
+            raise type(e)(f"--teacher: {e}") from None
     main_process = int(os.environ.get("RANK", 0)) == 0           # under torchrun only rank 0 prints
     if main_process:
-        print(f"minidiff train: {cfg.method} on {cfg.dataset}, preset {args.preset}: {cfg.steps} steps of "
-              f"{cfg.batch_size} images | {UNet(cfg.unet).summary()}")
-    result = train_images(cfg, out, resume=args.resume, device=args.device)
+        print(f"minidiff train: {cfg.method} on {cfg.dataset}, preset {args.preset or 'cpu'}: {cfg.steps} steps "
+              f"of {cfg.batch_size} images | {UNet(cfg.unet).summary()}")
+    result = train_images(cfg, out, resume=bool(args.resume), device=args.device)
     if main_process:
         print(f"trained to step {result['steps']} ({result['images_per_second']:.0f} images/s, "
               f"final loss {np.mean(result['losses'][-50:]) if result['losses'] else float('nan'):.4f}); "
@@ -181,21 +345,64 @@ def _train_images(args):
     return 0
 
 
+# The sampler options and the samplers that read them (None: not given on the command line).
+SAMPLER_OPTIONS = {"--eta": ("eta", ("ddim",)), "--churn": ("churn", ("stochastic",)),
+                   "--s-tmin": ("s_tmin", ("stochastic",)), "--s-tmax": ("s_tmax", ("stochastic",)),
+                   "--s-noise": ("s_noise", ("stochastic",)), "--tau": ("tau", ("consistency",))}
+
+
+def _check_sampler(args, config):
+    """(sampler, steps) for ``config``'s model; an option the sampler would ignore is refused."""
+    from .methods import resolve_sampler
+
+    sampler, steps = resolve_sampler(config, args.sampler, args.steps)
+    if sampler == "ddpm" and args.steps is not None and args.steps != config.T:
+        raise UsageError(f"--steps {args.steps}: the ancestral ddpm sampler runs all T = {config.T} steps "
+                         "(for fewer, --sampler ddim)")
+    for option, (dest, readers) in SAMPLER_OPTIONS.items():
+        if getattr(args, dest) is not None and sampler not in readers:
+            raise UsageError(f"{option} is for --sampler {' or '.join(readers)}; this run samples with {sampler}")
+    if sampler == "stochastic" and _stochastic(args)["S_tmin"] > _stochastic(args)["S_tmax"]:
+        raise UsageError(f"--s-tmin {args.s_tmin} must not exceed --s-tmax {args.s_tmax}")
+    return sampler, steps
+
+
+def _stochastic(args) -> dict:
+    given = {"S_churn": args.churn, "S_tmin": args.s_tmin, "S_tmax": args.s_tmax, "S_noise": args.s_noise}
+    defaults = {"S_churn": 0.0, "S_tmin": 0.0, "S_tmax": float("inf"), "S_noise": 1.0}
+    return {k: defaults[k] if v is None else v for k, v in given.items()}
+
+
+def _sampler_kwargs(args, sampler) -> dict:
+    if sampler == "stochastic":
+        return _stochastic(args)
+    return {"taus": args.tau} if args.tau else {}
+
+
+def _image_out(args, default_name: str) -> Path:
+    ckpt = Path(args.ckpt)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / default_name
+    return out
+
+
 def _sample_images(args):
     from .plot import save_image_grid
     from .torch.sampling import sample_images
     from .torch.train import model_from_checkpoint
 
-    net, config = model_from_checkpoint(args.ckpt, device=_device(args), use_ema=not args.no_ema)
-    ckpt = Path(args.ckpt)
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "grid.png"
+    _refuse_given(args, {"--backend": "backend", "--gif": "gif"}, "for 2-D models; this is an image checkpoint")
+    out = _image_out(args, "grid.png")
     if out.suffix.lower() != ".png":
         out = out / "grid.png"
+    _writable_target("--out", out, is_file=True)
+    device = _device(args)
+    net, config = model_from_checkpoint(args.ckpt, device=device, use_ema=not args.no_ema)
+    sampler, _ = _check_sampler(args, config)
     t0 = time.perf_counter()
     n = args.n or 64
     x = sample_images(net, config, n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                      batch_size=args.batch_size, eta=args.eta, progress=True, class_labels=_class_labels(args, n),
-                      guidance=args.guidance, **_sampler_kwargs(args))
+                      batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True,
+                      class_labels=_class_labels(args, n), guidance=args.guidance, **_sampler_kwargs(args, sampler))
     save_image_grid(x, out)
     print(f"{n} samples in {time.perf_counter() - t0:.1f} s; grid in {out}")
     return 0
@@ -204,18 +411,15 @@ def _sample_images(args):
 def _device(args):
     from .torch.loop import pick_device
 
-    return pick_device(args.device)
+    try:
+        return pick_device(args.device)
+    except ValueError as e:
+        raise UsageError(f"--device: {e}") from None
 
 
 def _class_labels(args, n: int):
     """--class K: every image of class K; else None (sample_images then asks for class i mod K)."""
     return None if args.class_label is None else np.full(n, args.class_label)
-
-
-def _sampler_kwargs(args) -> dict:
-    if args.sampler == "stochastic":
-        return dict(S_churn=args.churn, S_tmin=args.s_tmin, S_tmax=args.s_tmax, S_noise=args.s_noise)
-    return {"taus": args.tau} if args.tau else {}
 
 
 def cmd_eval(args):
@@ -226,15 +430,21 @@ def cmd_eval(args):
     from .torch.sampling import sample_images
     from .torch.train import model_from_checkpoint
 
+    if args.inception_weights and not Path(args.inception_weights).is_file():
+        raise UsageError(f"--inception-weights {args.inception_weights} is not a file")
     if not is_image_checkpoint(args.ckpt):
-        raise FileNotFoundError(f"no image checkpoint at {args.ckpt} (eval is for image models; "
+        raise FileNotFoundError(f"--ckpt {args.ckpt}: no image checkpoint there (eval is for image models; "
                                 "`minidiff sample` reports 2-D models' distances)")
-    net, config = model_from_checkpoint(args.ckpt, device=_device(args), use_ema=not args.no_ema)
+    out = _image_out(args, "eval.json")
+    _writable_target("--out", out, is_file=True)
+    device = _device(args)
+    net, config = model_from_checkpoint(args.ckpt, device=device, use_ema=not args.no_ema)
+    sampler, steps = _check_sampler(args, config)
     t0 = time.perf_counter()
     labels = _class_labels(args, args.n)
     x = sample_images(net, config, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                      batch_size=args.batch_size, eta=args.eta, progress=True, class_labels=labels,
-                      guidance=args.guidance, **_sampler_kwargs(args))
+                      batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True, class_labels=labels,
+                      guidance=args.guidance, **_sampler_kwargs(args, sampler))
     seconds = time.perf_counter() - t0
     accuracy = {}
     if config.class_conditional and config.dataset == "fashion-mnist":   # image i: class i mod 10 or --class
@@ -244,13 +454,9 @@ def cmd_eval(args):
     extra = {"inception_weights": args.inception_weights} if args.inception_weights else {}
     report = evaluate_images(x, reference=config.dataset, n_reference=args.n_reference, seed=args.seed,
                              root=config.data_root or None, **extra)
-    d_sampler, d_steps = config.default_sampler()
-    report.update({"checkpoint": str(args.ckpt), "sampler": args.sampler or d_sampler,
-                   "steps": args.steps or (d_steps if not args.sampler or args.sampler == d_sampler else None),
+    report.update({"checkpoint": str(args.ckpt), "sampler": sampler, "steps": steps,
                    "sampling_seconds": seconds, "device": str(next(net.parameters()).device),
                    "torch": torch.__version__, "guidance": args.guidance, "class": args.class_label, **accuracy})
-    ckpt = Path(args.ckpt)
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"{report.get('fd_label', 'FD')}: {report['fd']:.3f}, KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f} "
@@ -261,37 +467,45 @@ def cmd_eval(args):
 
 
 def cmd_sample(args):
-    from .checkpoint import is_image_checkpoint, load_toy_checkpoint
+    from .checkpoint import is_image_checkpoint
 
     if is_image_checkpoint(args.ckpt):
         return _sample_images(args)
-
-    if args.guidance is not None or args.class_label is not None:
-        raise ValueError("--guidance and --class are for class-conditional image models; this is a 2-D checkpoint")
-    params, ema, state = load_toy_checkpoint(args.ckpt)
-    out = Path(args.out) if args.out else Path(args.ckpt if Path(args.ckpt).is_dir() else Path(args.ckpt).parent)
-    kwargs = _sampler_kwargs(args)
-    _sample_and_report(params if args.no_ema else ema, state["config"], out, args.n or 2000, args.seed, args.backend,
-                       gif=args.gif, sampler=args.sampler, steps=args.steps, eta=args.eta, sampler_kwargs=kwargs)
+    _refuse_given(args, {"--guidance": "guidance", "--class": "class_label"},
+                  "for class-conditional image models; this is a 2-D checkpoint")
+    _refuse_given(args, {"--batch-size": "batch_size", "--device": "device"}, "for image models; this is a 2-D "
+                  "checkpoint")
+    ckpt = Path(args.ckpt)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
+    _writable_target("--out", out)
+    params, ema, cfg = _load_toy(args.ckpt)
+    sampler, _ = _check_sampler(args, cfg)
+    _sample_and_report(params if args.no_ema else ema, cfg.to_dict(), out, args.n or 2000, args.seed,
+                       args.backend or "numpy", gif=bool(args.gif), sampler=args.sampler, steps=args.steps,
+                       eta=args.eta or 0.0, sampler_kwargs=_sampler_kwargs(args, sampler))
     return 0
 
 
 def cmd_check(args):
     from .check import run_check, show_hint
+    from .exercises import get_lesson
 
+    lesson = get_lesson(args.lesson)        # an unknown lesson: a ValueError naming the lessons
     if args.hint:
+        names = [ex.name for ex in lesson.exercises]
+        if args.hint not in names:
+            raise UsageError(f"--hint {args.hint}: lesson {lesson.number} has no such exercise; its exercises "
+                             f"are: {', '.join(names)}")
         return show_hint(args.lesson, args.hint)
-    return run_check(args.lesson, impl=args.impl)
+    return run_check(args.lesson, impl=args.impl, timeout=args.timeout)
 
 
 def cmd_data(args):
     from .data.fetch import ensure_fashion_mnist
 
-    try:
-        folder = ensure_fashion_mnist(dest=args.dest or None, base_url=args.url or None, apt=not args.no_apt)
-    except OSError as e:  # network and file-system errors: one line, no traceback
-        print(f"minidiff data: error: {e}", file=sys.stderr)
-        return 2
+    if args.dest:
+        _writable_target("--dest", Path(args.dest))
+    folder = ensure_fashion_mnist(dest=args.dest or None, base_url=args.url or None, apt=not args.no_apt)
     print(f"Fashion-MNIST is in {folder}")
     return 0
 
@@ -300,63 +514,71 @@ def _add_sample_args(p, n_default):
     from .methods import ALL_SAMPLERS
 
     p.add_argument("--ckpt", required=True, help="checkpoint folder (or its model.npz / checkpoint.safetensors)")
-    p.add_argument("--n", type=int, default=n_default, help="number of samples (default: 2000 for 2-D, "
-                   "64 for images)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="numpy", choices=("numpy", "torch"), help="2-D models: the backend")
+    p.add_argument("--n", type=int_at_least(1), default=n_default, help="number of samples (default: 2000 for "
+                   "2-D, 64 for images)")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--backend", default=None, choices=("numpy", "torch"), help="2-D models: the backend "
+                   "(default numpy)")
     p.add_argument("--sampler", default=None,
                    choices=ALL_SAMPLERS,
                    help="default: heun for edm models, consistency for cd/ct/ict, ddpm (2-D) or ddim (images) "
                         "for ddpm models")
-    p.add_argument("--steps", type=int, default=None,
-                   help="sampling steps (ddim, euler, heun, stochastic: N; consistency: evaluations)")
-    p.add_argument("--eta", type=float, default=0.0, help="ddim: 0 deterministic, 1 DDPM-like")
-    p.add_argument("--churn", type=float, default=0.0, help="stochastic: S_churn")
-    p.add_argument("--s-tmin", type=float, default=0.0, help="stochastic: S_tmin")
-    p.add_argument("--s-tmax", type=float, default=float("inf"), help="stochastic: S_tmax")
-    p.add_argument("--s-noise", type=float, default=1.0, help="stochastic: S_noise")
-    p.add_argument("--tau", type=float, nargs="+", default=None,
+    p.add_argument("--steps", type=int_at_least(1), default=None,
+                   help="sampling steps (ddim, euler, heun, stochastic: N; consistency: evaluations; ddpm: "
+                        "always T)")
+    p.add_argument("--eta", type=float_in(0, 1), default=None, help="ddim: 0 deterministic (default), 1 DDPM-like")
+    p.add_argument("--churn", type=float_in(0), default=None, help="stochastic: S_churn (default 0)")
+    p.add_argument("--s-tmin", type=float_in(0), default=None, help="stochastic: S_tmin (default 0)")
+    p.add_argument("--s-tmax", type=float_in(0, allow_inf=True), default=None, help="stochastic: S_tmax "
+                   "(default inf)")
+    p.add_argument("--s-noise", type=float_in(0, lo_open=True), default=None, help="stochastic: S_noise "
+                   "(default 1)")
+    p.add_argument("--tau", type=float_in(0, lo_open=True), nargs="+", default=None,
                    help="consistency: the steps - 1 intermediate noise levels (default: Karras steps)")
-    p.add_argument("--guidance", type=float, default=None, metavar="W",
+    p.add_argument("--guidance", type=float_in(), default=None, metavar="W",
                    help="class-conditional images: classifier-free guidance of strength w (Ho & Salimans eq. 6; "
                         "0: conditional only; diffusers' guidance_scale is 1 + w)")
-    p.add_argument("--class", dest="class_label", type=int, default=None, metavar="K",
+    p.add_argument("--class", dest="class_label", type=int_at_least(0), default=None, metavar="K",
                    help="class-conditional images: draw class K only (default: image i gets class i mod K; "
                         "the number of classes itself means 'no class')")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    p.add_argument("--batch-size", type=int, default=256, help="images: samples per batch")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="images: samples per batch "
+                   "(default 256)")
     p.add_argument("--device", default=None, help="images: cuda, mps or cpu (default: the first available)")
 
 
 def build_parser():
+    from .check import PER_TEST_TIMEOUT_S
+    from .data.toy2d import DATASETS as TOY_DATASETS
     from .train import ToyConfig
 
     defaults = ToyConfig()
-    parser = argparse.ArgumentParser(prog="minidiff", description="Diffusion models from scratch.")
+    parser = _Parser(prog="minidiff", description="Diffusion models from scratch.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="train a 2-D DDPM, plot samples and animate the reverse process",
                        description="Train a DDPM on a 2-D dataset with NumPy + autograd for at most "
                                    "--max-seconds, then draw --n samples, report the sliced Wasserstein "
                                    "distance and write samples.png and reverse.gif into --out.")
-    p.add_argument("--dataset", default="swiss_roll")
-    p.add_argument("--max-seconds", type=float, default=60.0)
-    p.add_argument("--n", type=int, default=5000, help="number of samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", default="swiss_roll", choices=sorted(TOY_DATASETS))
+    p.add_argument("--max-seconds", type=float_in(0), default=60.0, help="(0: no limit)")
+    p.add_argument("--n", type=int_at_least(1), default=5000, help="number of samples")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a 2-D diffusion model", description="Train a 2-D diffusion model "
                        "and save a checkpoint (model.npz + state.json) into --out.")
     _add_train_args(p, defaults)
-    p.add_argument("--n", type=int, default=0, help="also draw this many samples and report metrics")
+    p.add_argument("--n", type=int_at_least(1), default=None, help="2-D: also draw this many samples and report "
+                   "metrics")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample from a trained model (2-D or image)",
                        description="Draw samples from a checkpoint written by `minidiff train`: for a 2-D "
                                    "model a plot and its distance to the data; for an image model a PNG grid.")
     _add_sample_args(p, n_default=None)
-    p.add_argument("--gif", action="store_true", help="2-D: also write reverse.gif")
+    p.add_argument("--gif", action="store_true", default=None, help="2-D: also write reverse.gif")
     p.add_argument("--out", default=None, help="2-D: output folder (default: the checkpoint's); images: the PNG "
                    "(default: grid.png beside the checkpoint)")
     p.set_defaults(func=cmd_sample)
@@ -366,7 +588,7 @@ def build_parser():
                                    "and KID on the features of minidiff's Fashion-MNIST classifier (not "
                                    "Inception; pass --inception-weights to use yours). Writes eval.json.")
     _add_sample_args(p, n_default=10000)
-    p.add_argument("--n-reference", type=int, default=10000, help="test images to compare with")
+    p.add_argument("--n-reference", type=int_at_least(2), default=10000, help="test images to compare with")
     p.add_argument("--inception-weights", default=None,
                    help="a local FID Inception weights file: report Inception FID as well (needs torch-fidelity)")
     p.add_argument("--out", default=None, help="the JSON report (default: eval.json beside the checkpoint)")
@@ -380,6 +602,8 @@ def build_parser():
                    help="what to check: your file (default), the reference, or a blank stub")
     p.add_argument("--hint", default=None, metavar="NAME",
                    help="print the formula-level hint of exercise NAME (e.g. ddpm_step) instead of checking")
+    p.add_argument("--timeout", type=float_in(0, lo_open=True), default=PER_TEST_TIMEOUT_S, metavar="S",
+                   help="seconds each check may take before it is stopped (default %(default)g)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("data", help="install or download a dataset (fashion-mnist)",
@@ -389,7 +613,7 @@ def build_parser():
                                    "files downloaded into $MINIDIFF_DATA/fashion-mnist (default "
                                    "~/.cache/minidiff), each checked against its published MD5 and SHA-256.")
     p.add_argument("dataset", choices=("fashion-mnist",))
-    p.add_argument("--url", default="", metavar="BASE",
+    p.add_argument("--url", type=url, default=None, metavar="BASE",
                    help="download from BASE/<file name> instead of the official locations")
     p.add_argument("--no-apt", action="store_true", help="never run apt-get")
     p.add_argument("--dest", default="", metavar="DIR",
@@ -399,12 +623,15 @@ def build_parser():
 
 
 def main(argv=None) -> int:
+    """Run one subcommand.  A bad option, a bad file (unreadable, of another version, not
+    writable) or a missing dependency is one line on stderr and exit code 2; any other exception
+    is a bug in minidiff and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"minidiff {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, ImportError, FloatingPointError) as e:   # OSError: FileNotFoundError too
+        print(f"minidiff {args.command}: error: {_one_line(e) or type(e).__name__}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,7 @@ optimiser (ours vs ``torch.optim.AdamW``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from functools import partial
 
@@ -53,8 +54,11 @@ class ToyConfig(MethodConfig):
             _checks.positive_int(name, getattr(self, name))
         if isinstance(self.ckpt_every, bool) or not isinstance(self.ckpt_every, int) or self.ckpt_every < 0:
             raise ValueError(f"ckpt_every must be an integer >= 0, got {self.ckpt_every!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name, ok, allowed in (("lr", lambda v: v > 0, "> 0"), ("clip", lambda v: v >= 0, ">= 0"),
+                                  ("max_seconds", lambda v: v >= 0, ">= 0 (0: no limit)")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+                raise ValueError(f"{name} must be a finite number {allowed}, got {v!r}")
         return self
 
 

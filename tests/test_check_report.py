@@ -155,3 +155,83 @@ def test_notebook_loader_mixes_learner_and_reference(learner_dir, capsys):
 def test_unknown_lesson_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown lesson"):
         exercises.get_lesson("42")
+
+
+# ----------------------------------------------------------------------------------------------
+# Hostile learner files: no learner code can end, hang or silence the report.
+
+def _stub_with(number, name, body):
+    """Lesson ``number``'s stub with exercise ``name``'s body replaced by ``body`` (indented lines)."""
+    stub = exercises.render_stub(exercises.LESSONS[number])
+    marker = f'raise NotImplementedError("EXERCISE {name}: write this function (see its docstring)")'
+    assert marker in stub
+    return stub.replace(marker, body.strip().replace("\n", "\n    "))
+
+
+def _write(learner_dir, number, text):
+    (learner_dir / f"{exercises.LESSONS[number].stem}.py").write_text(text)
+
+
+def _lines(text):
+    return {m.group(2): m.group(1) for m in re.finditer(r"^\s+(PASS|FAIL|TODO|----)\s+(\w+)", text, re.M)}
+
+
+def test_an_exercise_that_ends_the_process_is_reported_and_the_rest_still_run(learner_dir):
+    _write(learner_dir, "03", _stub_with("03", "eps_to_score", "import os\nos._exit(0)"))
+    code, text = _report("03", timeout=30)
+    assert code == 1
+    assert _lines(text) == {"ddpm_loss": "TODO", "eps_to_x0": "TODO", "eps_to_score": "FAIL", "ddpm_step": "TODO",
+                            "gaussian_kl": "TODO"}
+    assert "ended the check process without reporting (exit code 0)" in _fail_lines(text)["eps_to_score"][1]
+    assert "0/5 exercises pass" in text
+
+
+@pytest.mark.parametrize("body", ["import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n"
+                                  "    pass",
+                                  "while True:\n    try:\n        while True:\n            pass\n"
+                                  "    except BaseException:\n        pass"],
+                         ids=["ignores SIGALRM", "swallows the timeout"])
+def test_an_exercise_that_defeats_its_time_limit_is_killed_from_outside(body, learner_dir):
+    _write(learner_dir, "03", _stub_with("03", "eps_to_x0", body))
+    code, text = _report("03", timeout=3)
+    assert code == 1 and set(_lines(text).values()) == {"TODO", "FAIL"}
+    assert "ignored the stop" in _fail_lines(text)["eps_to_x0"][1]
+    assert _lines(text)["gaussian_kl"] == "TODO"                 # the checks after it still ran
+
+
+IMPORT_PROBLEMS = {
+    "syntax error": ("def ddpm_loss(:\n    pass\n", r"SyntaxError: .*line 2: def ddpm_loss\(:"),
+    "exception at import": ("import numpy as np\nx = 1\nraise RuntimeError('my import-time bug')\n",
+                            r"RuntimeError: my import-time bug .*line 4: raise RuntimeError"),
+    "os._exit at import": ("import os\nos._exit(0)\n", r"importing lessons/03_ddpm\.py ended the process "
+                                                       r"\(exit code 0\)"),
+    "hang at import": ("while True:\n    pass\n", r"importing lessons/03_ddpm\.py did not finish within 3 s"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMPORT_PROBLEMS))
+def test_a_lesson_file_that_does_not_import_shows_the_error_once(case, learner_dir):
+    text_of_file, shown = IMPORT_PROBLEMS[case]
+    _write(learner_dir, "03", "\n" + text_of_file)         # line numbers: the blank first line counts
+    code, text = _report("03", timeout=3)
+    assert code == 1
+    (error,) = re.findall(r"^\s+ERROR (.*)$", text, re.M)
+    assert re.search(shown, error), error
+    assert set(_lines(text).values()) == {"----"} and len(_lines(text)) == 5
+    assert "--hint" not in text and "Traceback" not in text
+    for ex in exercises.LESSONS["03"].exercises:
+        assert ex.hint not in text
+
+
+def test_the_command_reports_a_silent_exit_and_exits_non_zero(learner_dir):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _write(learner_dir, "03", _stub_with("03", "ddpm_loss", "import os\nos._exit(0)"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-m", "minidiff.cli", "check", "03", "--timeout", "30"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 1
+    assert "FAIL  ddpm_loss" in done.stdout and "exit code 0" in done.stdout

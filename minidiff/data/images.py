@@ -89,20 +89,28 @@ def fashion_mnist_cache() -> Path:
 # The loaders.  Each returns uint8 images (N, C, H, W) and int64 labels (N,).
 
 def _fashion_mnist_dir(root):
-    """The first of: ``root``, $MINIDIFF_FASHION_MNIST, Debian's folder, the download cache
+    """``root`` when given (it must hold all four files: no falling back to other places), else
+    the first of $MINIDIFF_FASHION_MNIST, Debian's folder, the download cache
     ($MINIDIFF_DATA/fashion-mnist, see ``minidiff.data.fetch``), that holds all four files."""
-    candidates = [Path(p) for p in (root, os.environ.get(FASHION_MNIST_ENV)) if p] + [FASHION_MNIST_DIR,
-                                                                                      fashion_mnist_cache()]
     needed = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
+    how = ("Get it with `minidiff data fashion-mnist` (or `make data`), which installs Debian's package as root "
+           "(`apt-get install dataset-fashion-mnist`, files in /usr/share/datasets/fashion-mnist) or else downloads "
+           f"the official files into the cache {fashion_mnist_cache()}; or set {FASHION_MNIST_ENV} (or pass root=) "
+           "to a folder holding the four IDX files " + ", ".join(needed) + ".")
+    if root:
+        root = Path(root)
+        missing = [name for name in needed if not (root / name).is_file()]
+        if missing:
+            where = "is not a folder" if not root.is_dir() else f"lacks {', '.join(missing)}"
+            raise FileNotFoundError(f"Fashion-MNIST not found: root {root} {where}. {how}")
+        return root
+    candidates = [Path(p) for p in (os.environ.get(FASHION_MNIST_ENV),) if p] + [FASHION_MNIST_DIR,
+                                                                                 fashion_mnist_cache()]
     for d in candidates:
         if all((d / name).is_file() for name in needed):
             return d
-    raise FileNotFoundError(
-        "Fashion-MNIST not found (looked in: " + ", ".join(str(d) for d in candidates) + "). Get it with "
-        "`minidiff data fashion-mnist` (or `make data`), which installs Debian's package as root "
-        "(`apt-get install dataset-fashion-mnist`, files in /usr/share/datasets/fashion-mnist) or else downloads "
-        "the official files into the cache; or set "
-        f"{FASHION_MNIST_ENV} (or pass root=) to a folder holding the four IDX files " + ", ".join(needed) + ".")
+    raise FileNotFoundError("Fashion-MNIST not found (looked in: " + ", ".join(str(d) for d in candidates)
+                            + "). " + how)
 
 
 def _fashion_mnist(split, root):
@@ -228,6 +236,8 @@ def load_images(name: str, split: str = "train", root=None, limit=None, *, image
         raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
     if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 1):
         raise ValueError(f"image_size must be None or an integer >= 1, got {image_size!r}")
+    if root and name not in ("fashion-mnist", "folder"):
+        raise ValueError(f"root is for 'fashion-mnist' and 'folder'; {name!r} ships with its Python package")
     if name == "fashion-mnist":
         x, y = _fashion_mnist(split, root)
     elif name == "mnist-subset":

@@ -97,14 +97,36 @@ class Task:
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    """The device to train on: ``name`` if given, else cuda, then mps, then cpu."""
+    """The device to train on: ``name`` if given, else cuda, then mps, then cpu.  A name that is
+    not a device, or one this machine lacks, is a ValueError naming it and what is available."""
     if name:
-        return torch.device(name)
+        return _available_device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _available_devices() -> list:
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def _available_device(name) -> torch.device:
+    """``torch.device(name)`` if this machine has it, else a ValueError listing what it has."""
+    available = _available_devices()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {name!r} is not a device name; this machine has: {', '.join(available)}") from None
+    if device.type != "cpu" and str(device) not in available:
+        raise ValueError(f"device {name!r} is not available on this machine; it has: {', '.join(available)}")
+    return device
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:

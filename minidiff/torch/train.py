@@ -210,9 +210,20 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
 
 
 def model_from_checkpoint(path, device="cpu", use_ema: bool = True):
-    """(U-Net with the checkpoint's weights, in eval mode; the run's ``ImageConfig``)."""
+    """(U-Net with the checkpoint's weights, in eval mode; the run's ``ImageConfig``).  A state
+    without a config, a config of another version (a missing or unknown field), an unknown
+    method and missing or misshapen weights are ValueErrors naming what is wrong."""
     tensors, state = load_image_checkpoint(path)
-    cfg = ImageConfig.from_dict(state["config"], f"the config of checkpoint {path}").validate()
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise ValueError(f"checkpoint {path} holds no 'config' dict in its state")
+    what = f"the config of checkpoint {path}"
+    if not isinstance(state["config"].get("unet"), dict):
+        raise ValueError(f"{what} holds no 'unet' dict")
+    cfg = ImageConfig.from_dict(state["config"], what)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
     net = UNet(cfg.unet)
     load_modules({"ema" if use_ema else "model": net}, tensors, path)
     return net.to(device).eval(), cfg
