@@ -220,9 +220,15 @@ def read_toy_checkpoint(folder):
     text, digest = arrays.pop(_STATE).tobytes().decode(errors="replace"), arrays.pop(_DIGEST).tobytes().decode()
     if _array_digest(arrays, text) != digest:
         raise ValueError(f"checkpoint {path} fails its sha256 check: the file was changed after it was written")
-    state = json.loads(text)
-    if not isinstance(state, dict) or state.get("format") != TOY_FORMAT or "config" not in state:
-        raise ValueError(f"{path} is not a minidiff 2-D checkpoint (format {state.get('format')!r})")
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint {path} has an unreadable state: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != TOY_FORMAT:
+        fmt = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a minidiff 2-D checkpoint (format {fmt!r})")
+    if not isinstance(state.get("config"), dict):
+        raise ValueError(f"checkpoint {path} holds no 'config' dict in its state")
     return arrays, state
 
 

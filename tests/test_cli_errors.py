@@ -161,17 +161,23 @@ def test_options_of_another_sampler_are_refused(checkpoints, capsys):
 
 
 def _toy_copy(checkpoints, tmp_path, edit_state=None, edit_arrays=None):
-    src, dst = checkpoints / "toy", tmp_path / "toy"
+    """A copy of the 2-D checkpoint with its state or arrays edited and a fresh, valid digest
+    (what a buggy or newer writer would produce), so the loader's checks past the digest run."""
+    from minidiff import checkpoint
+
+    dst = tmp_path / "toy"
     dst.mkdir()
-    state = json.loads((src / "state.json").read_text())
-    with np.load(src / "model.npz") as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays, state = checkpoint.read_toy_checkpoint(checkpoints / "toy")
     if edit_state:
         edit_state(state)
     if edit_arrays:
         edit_arrays(arrays)
-    (dst / "state.json").write_text(json.dumps(state))
-    np.savez(dst / "model.npz", **arrays)
+    text = json.dumps(state, sort_keys=True)
+    digest = checkpoint._array_digest(arrays, text)
+    members = {**arrays, "__state__": np.frombuffer(text.encode(), np.uint8),
+               "__sha256__": np.frombuffer(digest.encode(), np.uint8)}
+    with open(dst / "model.npz", "wb") as f:
+        checkpoint._write_npz(f, members)
     return dst
 
 
