@@ -15,7 +15,7 @@ import numpy as np
 
 from minidiff import _checks
 from minidiff.backend import namespace
-from minidiff.samplers import SPACINGS, _check_timesteps, _checked_model_output
+from minidiff.samplers import SPACINGS, _check_ddim_sigma, _check_ddim_step, _check_sampler, _check_slerp, _check_timesteps, _checked_model_output
 
 
 def ddim_timesteps(T: int, n_steps: int, spacing: str = "leading") -> np.ndarray:
@@ -25,8 +25,8 @@ def ddim_timesteps(T: int, n_steps: int, spacing: str = "leading") -> np.ndarray
     rounded, always starting at T-1;  'linspace': n_steps points of [0, T-1] rounded;
     'quadratic' (DDIM Appendix D.2): (linspace(0, sqrt(0.8 T), n))^2, made strictly increasing.
     Every spacing returns exactly n_steps distinct integers, whatever T and n_steps."""
-    T = _checks.positive_int("T", T)
-    n_steps = _checks.positive_int("n_steps", n_steps)
+    T = _checks.steps("T", T)
+    n_steps = _checks.steps("n_steps", n_steps)
     _checks.choice("spacing", spacing, SPACINGS)
     if n_steps > T:
         raise ValueError(f"n_steps must be <= T = {T} (the number of training steps), got {n_steps}")
@@ -36,27 +36,23 @@ def ddim_timesteps(T: int, n_steps: int, spacing: str = "leading") -> np.ndarray
 def ddim_sigma(alpha_bar_t, alpha_bar_prev, eta: float):
     """DDIM eq. (16): sigma_t(eta) = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev).
     eta = 0: the deterministic DDIM; eta = 1: DDPM's posterior standard deviation."""
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    _check_ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
     raise NotImplementedError("EXERCISE ddim_sigma: write this function (see its docstring)")
 
 
 def ddim_step(x_t, t: int, t_prev: int, eps, alpha_bar, eta: float = 0.0, noise=None):
     """DDIM eq. (12): x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps + sigma z,
     with x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) and sigma = ddim_sigma(eta).
-    ``t_prev = -1`` means a_prev = 1.  (B, ...) -> (B, ...)."""
-    _checks.same_shape("x_t", x_t, "eps", eps)
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta!r}")
-    if eta > 0 and noise is None:
-        raise ValueError("ddim_step with eta > 0 needs noise")
+    ``t_prev = -1`` (any negative t_prev) means a_prev = 1.  (B, ...) -> (B, ...)."""
+    _check_ddim_step(x_t, t, t_prev, eps, alpha_bar, eta, noise)
     raise NotImplementedError("EXERCISE ddim_step: write this function (see its docstring)")
 
 
 def ddim_invert(eps_model, x0, alpha_bar, timesteps, callback=None, **model_kwargs):
     """Deterministic DDIM encoding x_0 -> x_T (DDIM section 5.4): run eq. (12) with eta = 0
     forwards along the increasing reverse of ``timesteps``, predicting eps at the current point."""
-    alpha_bar = _checks.alpha_bar(alpha_bar)
+    _check_sampler(eps_model, "eps_model", x0, "x0", None, callback)
+    alpha_bar = _checks.alpha_bar(_checks.table("alpha_bar", alpha_bar))
     tau = _check_timesteps(timesteps, len(alpha_bar))[::-1]
     xp = namespace(x0)
     x = x0
@@ -67,5 +63,6 @@ def ddim_invert(eps_model, x0, alpha_bar, timesteps, callback=None, **model_kwar
 def slerp(z0, z1, alpha: float):
     """Spherical interpolation between two noise tensors (Shoemake 1985), as in DDIM section 5.3:
     sin((1-a) theta)/sin(theta) z0 + sin(a theta)/sin(theta) z1, theta the angle between them."""
+    _check_slerp(z0, z1, alpha)
     xp = namespace(z0, z1)
     raise NotImplementedError("EXERCISE slerp: write this function (see its docstring)")

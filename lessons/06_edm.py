@@ -15,7 +15,7 @@ import numpy as np
 
 from minidiff import _checks
 from minidiff.backend import namespace
-from minidiff.samplers import _checked_denoiser
+from minidiff.samplers import _check_churn, _checked_denoiser
 
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> np.ndarray:
@@ -47,17 +47,32 @@ def denoiser_loss(D, x0, sigma, noise, weight, **kwargs):
 def to_d(x, sigma: float, denoised):
     """The probability-flow ODE's slope in EDM's form (eq. 3 with sigma(t) = t, s(t) = 1):
     dx/dsigma = (x - D(x; sigma)) / sigma."""
+    _checks.batches(x=x, denoised=denoised)
+    if _checks.is_array(sigma):  # per example, e.g. (B, 1, ..., 1); its values are not read back
+        _checks.same_backend(x=x, sigma=sigma)
+        try:
+            fits = np.broadcast_shapes(tuple(sigma.shape), tuple(x.shape)) == tuple(x.shape)
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"sigma's shape {tuple(sigma.shape)} does not broadcast to x's {tuple(x.shape)}")
+    else:
+        _checks.real("sigma", sigma, 0, lo_open=True)
     raise NotImplementedError("EXERCISE to_d: write this function (see its docstring)")
 
 
 def heun_step(D, x, sigma: float, sigma_next: float, step: int = 0, **model_kwargs):
     """EDM Algorithm 1, lines 4-8: an Euler step from sigma to sigma_next, then (unless
     sigma_next = 0) Heun's 2nd-order correction with the slope at the new point."""
+    _checks.function("D", D)
+    _checks.batch("x", x)
+    _checks.real("sigma", sigma, 0, lo_open=True)
+    _checks.real("sigma_next", sigma_next, 0)
+    _checks.count("step", step, 0)
     raise NotImplementedError("EXERCISE heun_step: write this function (see its docstring)")
 
 
 def churn_gamma(sigma: float, n_steps: int, S_churn: float, S_tmin: float = 0.0, S_tmax: float = float("inf")) -> float:
     """EDM Algorithm 2, line 4: gamma_i = min(S_churn / N, sqrt(2) - 1) if t_i in [S_tmin, S_tmax], else 0."""
-    if S_churn < 0:
-        raise ValueError(f"S_churn must be >= 0, got {S_churn!r}")
+    _check_churn(sigma, n_steps, S_churn, S_tmin, S_tmax)
     raise NotImplementedError("EXERCISE churn_gamma: write this function (see its docstring)")

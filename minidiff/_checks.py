@@ -12,6 +12,107 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+# --- boundary helpers (DDPM side)
+
+MAX_STEPS = 10 ** 6     # T, n_steps, n_corrector: a table or a loop that still fits in memory and time
+
+
+def steps(name: str, value, minimum: int = 1) -> int:
+    """A number of steps (T, n_steps, n_corrector): an int in [minimum, MAX_STEPS]."""
+    return count(name, value, minimum, MAX_STEPS)
+
+
+def table(name: str, value):
+    """A schedule table (betas, alpha_bar): an array of either backend, a list or a tuple of real
+    numbers (None, a number or a string is a TypeError naming it).  Returned unchanged."""
+    if not (is_array(value) or isinstance(value, (list, tuple))):
+        raise TypeError(f"{name} must be a 1-D array of numbers, got {type(value).__name__}")
+    try:
+        kind = to_numpy(value).dtype.kind
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a 1-D array of numbers ({e})") from None
+    if kind not in "iuf":
+        raise TypeError(f"{name} must be a 1-D array of real numbers, got dtype {to_numpy(value).dtype}")
+    return value
+
+
+def timestep(name: str, value, T: int, minimum: int = 0) -> int:
+    """One timestep indexing a (T,) table: an int in [minimum, T)."""
+    return count(name, value, minimum, T - 1)
+
+
+def timestep_batch(name: str, t, T: int, x, x_name: str = "x"):
+    """Timesteps indexing a (T,) table for the batch ``x``: an int, or an integer array of x's
+    backend with shape () or (B,), in [0, T).  Returned unchanged."""
+    if isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)):
+        timestep(name, t, T)
+        return t
+    if not is_array(t):
+        raise TypeError(f"{name} must be an integer or an integer array of timesteps, got {type(t).__name__}")
+    same_backend(**{x_name: x, name: t})
+    per_example(name, t, x, x_name)
+    return timesteps(t, T, name)
+
+
+def times(name: str, t, x, lo: float = 0.0, hi: float = 1.0, lo_open: bool = False, x_name: str = "x"):
+    """Continuous times for the batch ``x``: a real number in [lo, hi] (``lo_open``: (lo, hi]), or a
+    float array of x's backend with shape () or (B,).  The values of a NumPy array are checked; a
+    torch tensor's are not read back (that would be a device sync on every step)."""
+    if not is_array(t):
+        return real(name, t, lo, hi, lo_open=lo_open)
+    same_backend(**{x_name: x, name: t})
+    per_example(name, t, x, x_name)
+    if namespace(t).name == "numpy":
+        v = to_numpy(t)
+        if v.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {v.dtype}")
+        if v.size and not (np.all(np.isfinite(v)) and (v.min() > lo if lo_open else v.min() >= lo) and v.max() <= hi):
+            raise ValueError(f"{name} must lie in {'(' if lo_open else '['}{lo:g}, {hi:g}], "
+                             f"got values in [{v.min()}, {v.max()}]")
+    return t
+
+
+def batch(name: str, x):
+    """A batch: an array of either backend with a batch axis, shape (B, ...)."""
+    return array(name, x, min_ndim=1)
+
+
+def batches(**named):
+    """Arrays (B, ...) of one backend and one shape (None entries are skipped); returns the namespace."""
+    present = {k: batch(k, v) for k, v in named.items() if v is not None}
+    xp = same_backend(**present)
+    shapes_equal(**present)
+    return xp
+
+
+def function(name: str, f):
+    """``f`` must be callable (a model, ``randn_like``, a callback)."""
+    if not callable(f):
+        raise TypeError(f"{name} must be callable, got {type(f).__name__}")
+    return f
+
+
+def checked(name: str, model):
+    """``model`` wrapped so that every call's output is checked by ``model_call`` (an array of the
+    input's shape, finite); a model wrapped once is returned as it is."""
+    function(name, model)
+    if getattr(model, "_minidiff_checked", False):
+        return model
+
+    def call(x, *args, **model_kwargs):
+        return model_call(name, model, x, *args, **model_kwargs)
+
+    call._minidiff_checked = True
+    return call
+
+
+def flag(name: str, value) -> bool:
+    """A bool (a 1, a string or None is a TypeError naming it)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def betas(value, name: str = "betas") -> np.ndarray:
     b = np.asarray(value, dtype=np.float64)
     if b.ndim != 1 or b.size < 1:

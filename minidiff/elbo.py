@@ -18,8 +18,31 @@ from .backend import namespace
 from .diffusion import VARIANCES, ddpm_sigma2, eps_to_x0, q_posterior, q_sample
 
 
+def _check_gaussians(**named):
+    """Means and variances: real numbers or arrays of one backend whose shapes broadcast, with
+    finite values and variances > 0 (names starting with 'var')."""
+    for name, v in named.items():
+        if _checks.is_array(v):
+            values = _checks.to_numpy(v)
+            if values.dtype.kind not in "iuf":
+                raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+            if not np.all(np.isfinite(values)) or (name.startswith("var") and not np.all(values > 0)):
+                raise ValueError(f"{name} must be finite{' and > 0' if name.startswith('var') else ''}")
+        else:
+            _checks.real(name, v, 0 if name.startswith("var") else -np.inf, lo_open=name.startswith("var"))
+    arrays = {k: v for k, v in named.items() if _checks.is_array(v)}
+    if not arrays:
+        raise TypeError(f"one of {', '.join(named)} must be an array")
+    _checks.same_backend(**arrays)
+    try:
+        np.broadcast_shapes(*(tuple(v.shape) for v in arrays.values()))
+    except ValueError:
+        raise ValueError("shapes must broadcast: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items())) from None
+
+
 def gaussian_kl(mean1, var1, mean2, var2):
     """KL( N(mean1, var1) || N(mean2, var2) ) elementwise, in nats (arrays broadcast)."""
+    _check_gaussians(mean1=mean1, var1=var1, mean2=mean2, var2=var2)
     xp = namespace(mean1, mean2)
     like = mean1 if xp.is_array(mean1) else mean2
     var1, var2 = xp.asarray(var1, like=like), xp.asarray(var2, like=like)  # python-float variances on torch
@@ -31,6 +54,7 @@ def gaussian_kl(mean1, var1, mean2, var2):
 
 def gaussian_log_density(x, mean, var):
     """log N(x; mean, var) elementwise, in nats."""
+    _check_gaussians(x=x, mean=mean, var=var)
     xp = namespace(x, mean)
     var = xp.asarray(var, like=x if xp.is_array(x) else mean)
     return -0.5 * (math.log(2 * math.pi) + xp.log(var) + xp.square(x - mean) / var)
@@ -46,8 +70,11 @@ def ddpm_bound_terms(eps_model, x0, betas, randn_like, variance: str = "beta"):
     Returns (prior (B,), terms (B, T)): ``terms[:, 0]`` is the decoder term L_0 and
     ``terms[:, t]`` is L_t = KL(q(x_t | x_{t+1}, x_0) || p_theta) for t >= 1 (0-based steps).
     """
+    _checks.function("eps_model", eps_model)
+    _checks.function("randn_like", randn_like)
+    _checks.finite_input("x0", _checks.batch("x0", x0))
     _checks.choice("variance", variance, VARIANCES)
-    betas = _checks.betas(betas)
+    betas = _checks.betas(_checks.table("betas", betas))
     xp = namespace(x0)
     T = len(betas)
     alpha_bar = np.cumprod(1 - betas)
@@ -79,4 +106,7 @@ def ddpm_nll_bound(eps_model, x0, betas, randn_like, variance: str = "beta"):
 
 def bits_per_dim(nats, dim: int):
     """Convert nats per example to bits per dimension: nats / (dim ln 2)."""
+    dim = _checks.count("dim", dim)
+    if not _checks.is_array(nats):
+        _checks.real("nats", nats)
     return nats / (dim * math.log(2.0))

@@ -14,6 +14,7 @@ def ddpm_loss(model, x0, t, noise, alpha_bar, target: str = "eps", **model_kwarg
     x0, noise: (B, ...); t: (B,) integers in [0, T).  Returns a scalar.
     """
     _checks.choice("target", target, TARGETS)
+    model = _checks.checked("model", model)  # its output: x_t's shape, finite
     xp = namespace(x0, noise)
     # BEGIN SOLUTION
     # hint: x_t = q_sample(x0, t, alpha_bar, noise); compare model(x_t, t) with target_of(target,

@@ -25,10 +25,21 @@ def _t_like(t, x):
     return xp.asarray(t, like=x) * xp.ones((x.shape[0],), like=x)
 
 
+def _check_betas(beta_min, beta_max):
+    """The VP (and sub-VP) SDE's beta(t) range: 0 < beta_min < beta_max, both finite."""
+    beta_min = _checks.real("beta_min", beta_min, 0, lo_open=True)
+    beta_max = _checks.real("beta_max", beta_max, 0, lo_open=True)
+    if not beta_min < beta_max:
+        raise ValueError(f"need 0 < beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+    return beta_min, beta_max
+
+
 def vp_sde(x, t, beta_min: float = 0.1, beta_max: float = 20.0):
     """The VP SDE's coefficients (eq. 11): drift f(x, t) = -1/2 beta(t) x and diffusion
     g(t) = sqrt(beta(t)), with beta(t) = beta_min + t (beta_max - beta_min).
     x: (B, ...), t: scalar or (B,) -> (f (B, ...), g (B,))."""
+    _checks.times("t", t, _checks.batch("x", x))
+    _check_betas(beta_min, beta_max)
     xp = namespace(x)
     # BEGIN SOLUTION
     # hint: Song et al. eq. 11: beta = beta_min + t (beta_max - beta_min) as a (B,) array
@@ -45,8 +56,7 @@ class VPSDE:
     name = "vp"
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        if not 0 < beta_min < beta_max:
-            raise ValueError(f"need 0 < beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+        _check_betas(beta_min, beta_max)
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
     def beta(self, t):
@@ -96,7 +106,9 @@ class VESDE:
     name = "ve"
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        if not 0 < sigma_min < sigma_max:
+        sigma_min = _checks.real("sigma_min", sigma_min, 0, lo_open=True)
+        sigma_max = _checks.real("sigma_max", sigma_max, 0, lo_open=True)
+        if not sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
 
@@ -121,17 +133,33 @@ SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 
 
 def make_sde(name: str, **kwargs):
+    """The SDE called ``name`` ('vp', 'subvp' or 've') with its constructor's keyword arguments."""
     _checks.choice("sde", name, tuple(SDES))
     return SDES[name](**kwargs)
 
 
+def _check_sde(sde, name: str = "sde"):
+    if not isinstance(sde, (VPSDE, SubVPSDE, VESDE)):
+        raise TypeError(f"{name} must be a VPSDE, SubVPSDE or VESDE, got {type(sde).__name__}")
+    return sde
+
+
 def prior_sample(sde, shape, rng):
     """x_T ~ p_T = N(0, prior_std^2 I)."""
+    _check_sde(sde)
+    if not isinstance(shape, tuple) or not shape:
+        raise TypeError(f"shape must be a non-empty tuple of sizes, got {shape!r}")
+    for n in shape:
+        _checks.count("shape", n, 1)
+    if not callable(getattr(rng, "randn", None)):
+        raise TypeError(f"rng must be a minidiff generator (with randn), got {type(rng).__name__}")
     return sde.prior_std() * rng.randn(shape)
 
 
 def prior_log_prob(sde, x):
     """log N(x; 0, prior_std^2 I) per example: (B, ...) -> (B,)."""
+    _check_sde(sde)
+    _checks.batch("x", x)
     xp = namespace(x)
     s2 = sde.prior_std() ** 2
     d = int(np.prod(x.shape[1:]))
@@ -140,6 +168,9 @@ def prior_log_prob(sde, x):
 
 def perturb(sde, x0, t, noise):
     """Sample p_0t(x_t | x_0): x_t = alpha(t) x_0 + sigma(t) z  (eq. 29 for VP, eq. 31 for VE)."""
+    _check_sde(sde)
+    _checks.batches(x0=x0, noise=noise)
+    _checks.times("t", t, x0, x_name="x0")
     xp = namespace(x0)
     alpha, sigma = sde.marginal(t, x0)
     return xp.append_dims(alpha, x0.ndim) * x0 + xp.append_dims(sigma, x0.ndim) * noise
@@ -149,6 +180,10 @@ def dsm_loss(score_model, sde, x0, t, noise, **model_kwargs):
     """Denoising score matching (eq. 7) with lambda(t) = sigma(t)^2, the weighting of Song et al.:
     mean over the batch of || sigma(t) s_theta(x_t, t) + z ||^2, summed over the data dimensions.
     x0, noise: (B, ...); t: (B,) in (0, 1]."""
+    _check_sde(sde)
+    _checks.batches(x0=x0, noise=noise)
+    _checks.times("t", t, x0, lo_open=True, x_name="x0")
+    score_model = _checks.checked("score_model", score_model)  # its output: x_t's shape, finite
     xp = namespace(x0, noise)
     # BEGIN SOLUTION
     # hint: eq. 7 with lambda = sigma^2: sigma(t) s(x_t, t) + z, squared, summed over data dims,
@@ -160,8 +195,16 @@ def dsm_loss(score_model, sde, x0, t, noise, **model_kwargs):
     # END SOLUTION
 
 
+def _check_drift(sde, score, x, t):
+    """A drift's boundary: score and x (B, ...) of one backend and shape, t in [0, 1]."""
+    _check_sde(sde)
+    _checks.batches(x=x, score=score)
+    _checks.times("t", t, x)
+
+
 def reverse_drift(sde, score, x, t):
     """The reverse-time SDE's drift (eq. 6): f(x, t) - g(t)^2 score(x, t)."""
+    _check_drift(sde, score, x, t)
     xp = namespace(x)
     # BEGIN SOLUTION
     # hint: eq. 6: f - g^2 score, with f, g = sde.sde(x, t)
@@ -172,6 +215,7 @@ def reverse_drift(sde, score, x, t):
 
 def probability_flow_drift(sde, score, x, t):
     """The probability-flow ODE's velocity (eq. 13): f(x, t) - 1/2 g(t)^2 score(x, t)."""
+    _check_drift(sde, score, x, t)
     xp = namespace(x)
     # BEGIN SOLUTION
     # hint: eq. 13: f - g^2 score / 2
@@ -180,9 +224,20 @@ def probability_flow_drift(sde, score, x, t):
     # END SOLUTION
 
 
+def _check_step(sde, score_model, x, t, dt, noise):
+    """A reverse step's boundary: x and noise (B, ...) of one backend and shape, t in [0, 1],
+    dt < 0 (finite).  Returns score_model with its output checked (shape of x, finite)."""
+    _check_sde(sde)
+    _checks.batches(x=x, noise=noise)
+    _checks.real("t", t, 0, 1)
+    _checks.real("dt", dt, hi=0, hi_open=True)
+    return _checks.checked("score_model", score_model)
+
+
 def euler_maruyama_step(sde, score_model, x, t: float, dt: float, noise):
     """One Euler-Maruyama step of the reverse SDE from t to t + dt (dt < 0):
     x + [f - g^2 s] dt + g sqrt(|dt|) z."""
+    score_model = _check_step(sde, score_model, x, t, dt, noise)
     xp = namespace(x)
     # BEGIN SOLUTION
     # hint: x + reverse_drift * dt + g sqrt(-dt) z, with dt < 0 and t as a (B,) array
@@ -199,6 +254,7 @@ def reverse_diffusion_step(sde, score_model, x, t: float, dt: float, noise):
     x_i = x_{i+1} - f_{i+1} + G_{i+1}^2 s + G_{i+1} z.  dt < 0.  The discretisations are the
     paper's: VP (and sub-VP) as DDPM, f_i = (sqrt(1 - beta_i) - 1) x and G_i = sqrt(beta_i) with
     beta_i = beta(t) |dt|; VE as SMLD, f_i = 0 and G_i = sqrt(sigma(t)^2 - sigma(t + dt)^2)."""
+    score_model = _check_step(sde, score_model, x, t, dt, noise)
     xp = namespace(x)
     t_b = _t_like(t, x)
     if isinstance(sde, VESDE):
@@ -218,8 +274,11 @@ def langevin_step(score_model, x, t: float, snr: float, noise, alpha: float = 1.
     """The Langevin corrector (Song et al., Algorithm 4 for VE, 5 for VP): step size
     eps = 2 alpha (snr ||z|| / ||s||)^2 with norms averaged over the batch, then
     x + eps s + sqrt(2 eps) z."""
-    if snr <= 0:
-        raise ValueError(f"snr must be > 0, got {snr!r}")
+    _checks.batches(x=x, noise=noise)
+    _checks.real("t", t, 0, 1)
+    _checks.real("snr", snr, 0, lo_open=True)
+    _checks.real("alpha", alpha, 0, lo_open=True)
+    score_model = _checks.checked("score_model", score_model)  # its output: x's shape, finite
     xp = namespace(x)
     # BEGIN SOLUTION
     # hint: Algorithm 4: eps = 2 alpha (snr * mean ||z|| / mean ||s||)^2 (norms per example, then
@@ -234,25 +293,35 @@ def langevin_step(score_model, x, t: float, snr: float, noise, alpha: float = 1.
 
 
 def _check_steps(n_steps, eps):
-    n_steps = _checks.positive_int("n_steps", n_steps)
-    if not 0 < eps < 1:
-        raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
+    n_steps = _checks.steps("n_steps", n_steps)
+    _checks.real("eps", eps, 0, 1, lo_open=True, hi_open=True)
     return n_steps
 
 
 def _checked(score_model, step, model_kwargs):
     """score(x, t) = score_model(x, t, **model_kwargs) with its output checked (shape, finite
     values) at step ``step[0]``."""
-    return lambda x, t: _checks.model_output(score_model, x, t, step[0], **model_kwargs)
+    def score(x, t):
+        return _checks.model_output(score_model, x, t, step[0], **model_kwargs)
+
+    score._minidiff_checked = True  # the steps it is handed to need not check it again
+    return score
 
 
 # The SDE samplers have every sampler's head: (model, x, schedule, ..., randn_like, callback,
 # progress, **model_kwargs), the schedule being the SDE.
 
-def _check_head(score_model, sde, name: str):
+def _check_head(score_model, sde, name: str, x_T=None, randn_like=None, callback=None):
+    """A sampler's head (model, x, schedule, ..., randn_like, callback): a callable score model, an
+    SDE, a finite batch x_T (so that a NaN start is blamed on x_T, not on the model)."""
     if isinstance(score_model, (VPSDE, SubVPSDE, VESDE)) or not isinstance(sde, (VPSDE, SubVPSDE, VESDE)):
         raise TypeError(f"{name} takes (score_model, x_T, sde, ...) like every sampler (model, x, schedule); "
                         f"got a {type(score_model).__name__} first and a {type(sde).__name__} third")
+    _checks.function("score_model", score_model)
+    _checks.finite_input("x_T", _checks.batch("x_T", x_T))
+    for f_name, f in (("randn_like", randn_like), ("callback", callback)):
+        if f is not None:
+            _checks.function(f_name, f)
 
 
 def pc_sample(score_model, x_T, sde, n_steps: int, randn_like, predictor: str = "reverse_diffusion",
@@ -262,13 +331,18 @@ def pc_sample(score_model, x_T, sde, n_steps: int, randn_like, predictor: str = 
     predictor ('reverse_diffusion', 'euler_maruyama' or 'none') from t = 1 to ``eps``, each
     followed by ``n_corrector`` Langevin steps.  ``denoise`` ends with the mean of the last step
     (no noise).  NFE = n_steps (1 + n_corrector).  ``model_kwargs`` go to every score call."""
-    _check_head(score_model, sde, "pc_sample")
+    _check_head(score_model, sde, "pc_sample", x_T, randn_like, callback)
+    _checks.function("randn_like", randn_like)
     n_steps = _check_steps(n_steps, eps)
     _checks.choice("predictor", predictor, ("reverse_diffusion", "euler_maruyama", "none"))
-    if n_corrector < 0:
-        raise ValueError(f"n_corrector must be >= 0, got {n_corrector}")
-    if n_corrector and snr <= 0:
-        raise ValueError(f"snr must be > 0, got {snr!r}")
+    n_corrector = _checks.steps("n_corrector", n_corrector, minimum=0)
+    if n_corrector:
+        _checks.real("snr", snr, 0, lo_open=True)
+        if isinstance(sde, VPSDE) and not 1 - sde.beta_max * (1 - eps) / n_steps > 0:
+            raise ValueError(f"n_steps must be > beta_max (1 - eps) = {sde.beta_max * (1 - eps):.4g} for the VP "
+                             f"corrector, whose step uses alpha_i = 1 - beta_i > 0 (Algorithm 5); got {n_steps} "
+                             f"(or pass n_corrector=0)")
+    _checks.flag("denoise", denoise)
     step = [0]
     model = _checked(score_model, step, model_kwargs)
     ts = np.linspace(1.0, eps, n_steps)
@@ -297,7 +371,7 @@ def ode_sample(score_model, x_T, sde, n_steps: int, method: str = "heun", eps: f
     """Integrate the probability-flow ODE (eq. 13) from t = 1 to ``eps`` with ``n_steps``
     fixed steps of Euler (NFE = n_steps), Heun (2 n_steps) or RK4 (4 n_steps).  Deterministic:
     ``randn_like`` is not used."""
-    _check_head(score_model, sde, "ode_sample")
+    _check_head(score_model, sde, "ode_sample", x_T, randn_like, callback)
     n_steps = _check_steps(n_steps, eps)
     _checks.choice("method", method, ("euler", "heun", "rk4"))
     step = [0]
@@ -335,6 +409,12 @@ def _scipy_solve_ivp():
     return solve_ivp
 
 
+def _check_tolerances(rtol, atol, eps):
+    _checks.real("rtol", rtol, 0, lo_open=True)
+    _checks.real("atol", atol, 0, lo_open=True)
+    _checks.real("eps", eps, 0, 1, lo_open=True, hi_open=True)
+
+
 def ode_sample_rk45(score_model, x_T, sde, rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3,
                     randn_like=None, callback=None, progress=False, **model_kwargs):
     """The probability-flow ODE with scipy's adaptive RK45 (as in Song et al.'s code), from
@@ -342,7 +422,8 @@ def ode_sample_rk45(score_model, x_T, sde, rtol: float = 1e-5, atol: float = 1e-
     to the model in x_T's backend and dtype.  The solver picks its own steps, so ``callback``
     gets every evaluation point ({'x', 'i' = the evaluation's number, 't'}) and the progress bar
     counts evaluations.  Deterministic: ``randn_like`` is not used."""
-    _check_head(score_model, sde, "ode_sample_rk45")
+    _check_head(score_model, sde, "ode_sample_rk45", x_T, randn_like, callback)
+    _check_tolerances(rtol, atol, eps)
     solve_ivp = _scipy_solve_ivp()
     xp = namespace(x_T)
     shape = tuple(x_T.shape)
@@ -352,7 +433,8 @@ def ode_sample_rk45(score_model, x_T, sde, rtol: float = 1e-5, atol: float = 1e-
     def rhs(t, y):
         x = xp.asarray(y.reshape(shape), like=x_T)
         t_b = _t_like(float(t), x)
-        out = xp.to_numpy(probability_flow_drift(sde, score_model(x, t_b, **model_kwargs), x, t_b))
+        score = _checks.model_call("score_model", score_model, x, t_b, **model_kwargs)  # (B, ...) like x
+        out = xp.to_numpy(probability_flow_drift(sde, score, x, t_b))
         if not np.all(np.isfinite(out)):
             raise ValueError(f"score model returned non-finite values (NaN or inf) at t={t:.4g}")
         if callback is not None:
@@ -379,6 +461,8 @@ def divergence_exact(fun, x):
     x: (B, ...) -> (B,)."""
     from .backend import vjp
 
+    _checks.function("fun", fun)
+    _checks.batch("x", x)
     xp = namespace(x)
     B = x.shape[0]
     d = int(np.prod(x.shape[1:]))
@@ -396,6 +480,8 @@ def divergence_hutchinson(fun, x, probe):
     E[z z^T] = I (Rademacher or Gaussian ``probe``, shaped like x).  (B, ...) -> (B,)."""
     from .backend import vjp
 
+    _checks.function("fun", fun)
+    _checks.batches(x=x, probe=probe)
     xp = namespace(x)
     # BEGIN SOLUTION
     # hint: z^T J z: vjp(fun, x, probe) gives z^T J; multiply by the probe and sum over data dims
@@ -409,10 +495,12 @@ def ode_log_likelihood(sde, score_model, x0, rng=None, divergence: str = "exact"
     d log p / dt = -div v (eq. 39):  log p_eps(x(eps)) = log p_1(x(1)) + int_eps^1 div v dt.
     ``divergence`` is 'exact' or 'hutchinson' (with a fixed ``probe``: 'rademacher' or
     'gaussian', drawn from ``rng``).  Returns (log-likelihood (B,) NumPy, NFE)."""
+    _check_sde(sde)
+    score_model = _checks.checked("score_model", score_model)  # its output: x's shape, finite
+    _checks.finite_input("x0", _checks.batch("x0", x0))
     _checks.choice("divergence", divergence, ("exact", "hutchinson"))
     _checks.choice("probe", probe, ("rademacher", "gaussian"))
-    if not 0 < eps < 1:
-        raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
+    _check_tolerances(rtol, atol, eps)
     solve_ivp = _scipy_solve_ivp()
     xp = namespace(x0)
     shape, B = tuple(x0.shape), x0.shape[0]

@@ -23,7 +23,8 @@ def test_unknown_dataset():
 @pytest.mark.parametrize("make", [schedules.linear_betas, schedules.cosine_betas])
 @pytest.mark.parametrize("T", [0, -5, 2.5, True])
 def test_T_below_one(make, T):
-    with pytest.raises(ValueError, match=r"T must be an integer >= 1"):
+    with pytest.raises(ValueError if isinstance(T, int) and not isinstance(T, bool) else TypeError,
+                       match=r"T must be an integer"):
         make(T)
 
 
@@ -66,9 +67,9 @@ def test_non_integer_or_misshapen_timesteps():
 
 def test_shape_mismatches():
     ab = schedules.alpha_bars(schedules.linear_betas(10))
-    with pytest.raises(ValueError, match=r"x0 and noise must have the same shape, got \(4, 2\) and \(4, 3\)"):
+    with pytest.raises(ValueError, match=r"shapes must match: x0 \(4, 2\), noise \(4, 3\)"):
         diffusion.q_sample(np.zeros((4, 2)), np.zeros(4, dtype=int), ab, np.zeros((4, 3)))
-    with pytest.raises(ValueError, match=r"model output and x0 must have the same shape"):
+    with pytest.raises(ValueError, match=r"model returned shape \(4, 1\), expected x's \(4, 2\)"):
         losses.ddpm_loss(lambda x, t: x[:, :1], np.zeros((4, 2)), np.zeros(4, dtype=int), np.zeros((4, 2)), ab)
     with pytest.raises(ValueError, match=r"model output at step 9 has shape \(3, 1\)"):
         samplers.ddpm_sample(lambda x, t: x[:, :1], np.zeros((3, 2)), schedules.linear_betas(10),

@@ -170,4 +170,4 @@ def test_bad_sampler_arguments_are_named():
     with pytest.raises(ValueError, match="non-finite"):
         S.ode_sample_rk45(lambda y, t: y * np.inf, x, sde)
     with pytest.raises(ValueError, match="shape"):
-        S.pc_sample(lambda y, t: y[:, :1], x, sde, 5, np.zeros_like)
+        S.pc_sample(lambda y, t: y[:, :1], x, sde, 25, np.zeros_like)  # n_steps > beta_max for the VP corrector
