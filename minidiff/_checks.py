@@ -77,9 +77,10 @@ def batch(name: str, x):
     return array(name, x, min_ndim=1)
 
 
-def batches(**named):
-    """Arrays (B, ...) of one backend and one shape (None entries are skipped); returns the namespace."""
-    present = {k: batch(k, v) for k, v in named.items() if v is not None}
+def batches(optional=(), **named):
+    """Arrays (B, ...) of one backend and one shape (the ``optional`` ones may be None); returns
+    the namespace."""
+    present = {k: batch(k, v) for k, v in named.items() if not (k in optional and v is None)}
     xp = same_backend(**present)
     shapes_equal(**present)
     return xp

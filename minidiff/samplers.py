@@ -30,7 +30,7 @@ def _check_ddpm_step(x_t, t, eps, betas, noise):
     t = _checks.timestep("t", t, len(betas))
     if t > 0 and noise is None:
         raise ValueError(f"noise is needed for a step at t = {t} > 0 (only the last step, t = 0, adds none)")
-    _checks.batches(x_t=x_t, eps=eps, noise=noise)
+    _checks.batches(("noise",), x_t=x_t, eps=eps, noise=noise)
     return betas
 
 
@@ -155,7 +155,7 @@ def _check_ddim_step(x_t, t, t_prev, eps, alpha_bar, eta, noise):
                          f"chain), got {t_prev}")
     if _checks.real("eta", eta, 0) > 0 and noise is None:
         raise ValueError("ddim_step with eta > 0 needs noise")
-    _checks.batches(x_t=x_t, eps=eps, noise=noise)
+    _checks.batches(("noise",), x_t=x_t, eps=eps, noise=noise)
 
 
 def ddim_step(x_t, t: int, t_prev: int, eps, alpha_bar, eta: float = 0.0, noise=None):

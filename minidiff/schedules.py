@@ -63,6 +63,6 @@ def snr(alpha_bar) -> np.ndarray:
 def make_betas(kind: str, T: int) -> np.ndarray:
     """A named schedule: 'linear' (DDPM's, rescaled by 1000 / T as in iDDPM's code so that every T
     ends near alpha_bar = 0: beta from 0.1 / T to 20 / T) or 'cosine' (iDDPM)."""
-    _checks.choice("schedule", kind, ("linear", "cosine"))
+    _checks.choice("kind (the schedule)", kind, ("linear", "cosine"))
     T = _checks.steps("T", T)
     return linear_betas(T, 0.1 / T, min(20.0 / T, 0.999)) if kind == "linear" else cosine_betas(T)

@@ -134,7 +134,7 @@ SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 
 def make_sde(name: str, **kwargs):
     """The SDE called ``name`` ('vp', 'subvp' or 've') with its constructor's keyword arguments."""
-    _checks.choice("sde", name, tuple(SDES))
+    _checks.choice("name (the sde)", name, tuple(SDES))
     return SDES[name](**kwargs)
 
 
@@ -226,11 +226,11 @@ def probability_flow_drift(sde, score, x, t):
 
 def _check_step(sde, score_model, x, t, dt, noise):
     """A reverse step's boundary: x and noise (B, ...) of one backend and shape, t in [0, 1],
-    dt < 0 (finite).  Returns score_model with its output checked (shape of x, finite)."""
+    dt in [-1, 0).  Returns score_model with its output checked (shape of x, finite)."""
     _check_sde(sde)
     _checks.batches(x=x, noise=noise)
     _checks.real("t", t, 0, 1)
-    _checks.real("dt", dt, hi=0, hi_open=True)
+    _checks.real("dt", dt, -1, 0, hi_open=True)
     return _checks.checked("score_model", score_model)
 
 
@@ -255,6 +255,9 @@ def reverse_diffusion_step(sde, score_model, x, t: float, dt: float, noise):
     paper's: VP (and sub-VP) as DDPM, f_i = (sqrt(1 - beta_i) - 1) x and G_i = sqrt(beta_i) with
     beta_i = beta(t) |dt|; VE as SMLD, f_i = 0 and G_i = sqrt(sigma(t)^2 - sigma(t + dt)^2)."""
     score_model = _check_step(sde, score_model, x, t, dt, noise)
+    if not isinstance(sde, VESDE) and not float(sde.beta(t)) * -dt < 1:
+        raise ValueError(f"dt is too large a step for the VP discretisation: beta(t) |dt| = {float(sde.beta(t)) * -dt:.4g} "
+                         f"must be < 1 (beta_i = 1 - alpha_i)")
     xp = namespace(x)
     t_b = _t_like(t, x)
     if isinstance(sde, VESDE):
@@ -338,10 +341,11 @@ def pc_sample(score_model, x_T, sde, n_steps: int, randn_like, predictor: str = 
     n_corrector = _checks.steps("n_corrector", n_corrector, minimum=0)
     if n_corrector:
         _checks.real("snr", snr, 0, lo_open=True)
-        if isinstance(sde, VPSDE) and not 1 - sde.beta_max * (1 - eps) / n_steps > 0:
-            raise ValueError(f"n_steps must be > beta_max (1 - eps) = {sde.beta_max * (1 - eps):.4g} for the VP "
-                             f"corrector, whose step uses alpha_i = 1 - beta_i > 0 (Algorithm 5); got {n_steps} "
-                             f"(or pass n_corrector=0)")
+    uses_beta_i = n_corrector > 0 or predictor == "reverse_diffusion"
+    if isinstance(sde, VPSDE) and uses_beta_i and not sde.beta_max * (1 - eps) / n_steps < 1:
+        raise ValueError(f"n_steps must be > beta_max (1 - eps) = {sde.beta_max * (1 - eps):.4g} for the VP "
+                         f"corrector and reverse-diffusion predictor, whose beta_i = beta(t) / n_steps must be < 1 "
+                         f"(Algorithm 5: alpha_i = 1 - beta_i > 0); got {n_steps}")
     _checks.flag("denoise", denoise)
     step = [0]
     model = _checked(score_model, step, model_kwargs)
