@@ -37,7 +37,8 @@ def _check_gaussians(**named):
     try:
         np.broadcast_shapes(*(tuple(v.shape) for v in arrays.values()))
     except ValueError:
-        raise ValueError("shapes must broadcast: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items())) from None
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items())
+        raise ValueError(f"shapes must broadcast: {shapes}") from None
 
 
 def gaussian_kl(mean1, var1, mean2, var2):

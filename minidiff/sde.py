@@ -256,8 +256,8 @@ def reverse_diffusion_step(sde, score_model, x, t: float, dt: float, noise):
     beta_i = beta(t) |dt|; VE as SMLD, f_i = 0 and G_i = sqrt(sigma(t)^2 - sigma(t + dt)^2)."""
     score_model = _check_step(sde, score_model, x, t, dt, noise)
     if not isinstance(sde, VESDE) and not float(sde.beta(t)) * -dt < 1:
-        raise ValueError(f"dt is too large a step for the VP discretisation: beta(t) |dt| = {float(sde.beta(t)) * -dt:.4g} "
-                         f"must be < 1 (beta_i = 1 - alpha_i)")
+        raise ValueError(f"dt is too large a step for the VP discretisation: beta(t) |dt| = "
+                         f"{float(sde.beta(t)) * -dt:.4g} must be < 1 (beta_i = 1 - alpha_i)")
     xp = namespace(x)
     t_b = _t_like(t, x)
     if isinstance(sde, VESDE):

@@ -349,8 +349,9 @@ def other_backend(kw, k):
 
 BATCH = [None, as_list, scalar, 2.5]
 BATCH_OF_MANY = BATCH + [wider, other_backend]
-TSTEPS = [-1, T, 2.7, True, None, lambda kw, k: [0], lambda kw, k: np.full(7, 1), lambda kw, k: np.full(shape(kw[k])[0] if shape(kw[k]) else 1, T),
-    lambda kw, k: np.full(shape(kw[k])[0] if shape(kw[k]) else 1, 0.5)]
+TSTEPS = [-1, T, 2.7, True, None, lambda kw, k: [0], lambda kw, k: np.full(7, 1),
+          lambda kw, k: np.full(shape(kw[k])[0] if shape(kw[k]) else 1, T),
+          lambda kw, k: np.full(shape(kw[k])[0] if shape(kw[k]) else 1, 0.5)]
 TABLE = [None, "abc", 3.0, np.array([0.5, 0.0]), np.array([0.5, 1.5]), np.array([0.5, np.nan]), np.full((2, 2), 0.5)]
 BAD_MODEL = [lambda x, *a, **k: x[..., :1] * 0 if x.shape[-1] > 1 else x[:1, :0], lambda x, *a, **k: np.nan * x,
              "not callable"]
@@ -554,9 +555,10 @@ SPECS |= {
                                          snr=g.real(0.01, 0.5), alpha=g.real(0.1, 1)),
                           lambda kw, o: [shape(kw["x"])], score_model=BAD_MODEL, x=BATCH_OF_MANY, noise=BATCH_OF_MANY,
                           t=REAL + [1.5], snr=REAL + [0.0], alpha=REAL + [0.0, -1.0]),
-    "pc_sample": spec(with_sde(lambda g: {"score_model": score_model, "x_T": g.batch()[0], "sde": sde_of(g), "n_steps": g.int(25, 30),
-                                 "randn_like": zeros_like, "predictor": g.pick(["reverse_diffusion", "euler_maruyama", "none"]),
-                                 "n_corrector": g.int(0, 2), "snr": g.real(0.01, 0.3)}),
+    "pc_sample": spec(with_sde(lambda g: {"x_T": g.batch()[0], "sde": sde_of(g), "n_steps": g.int(25, 30),
+                                          "randn_like": zeros_like,
+                                          "predictor": g.pick(["reverse_diffusion", "euler_maruyama", "none"]),
+                                          "n_corrector": g.int(0, 2), "snr": g.real(0.01, 0.3)}),
                       lambda kw, o: [shape(kw["x_T"])], n_steps=COUNT + [0], randn_like=FUNC, predictor=CHOICE,
                       n_corrector=COUNT + [-1], denoise=[None, 1, "yes"], **SAMPLER_BAD),
     "ode_sample": spec(with_sde(lambda g: {"x_T": g.batch()[0], "sde": sde_of(g), "n_steps": g.int(1, 5),
