@@ -108,7 +108,7 @@ def test_unknown_target_variance_backend():
         train.ToyConfig(backend="jax").validate()
     with pytest.raises(ValueError, match="dataset must be one of"):
         train.ToyConfig(dataset="mnist").validate()
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         train.ToyConfig(lr=0.0).validate()
 
 
