@@ -317,6 +317,9 @@ def model_call(name: str, model, x, *args, **model_kwargs):
         raise TypeError(f"{name} must return an array, got {type(out).__name__}")
     if tuple(out.shape) != tuple(x.shape):
         raise ValueError(f"{name} returned shape {tuple(out.shape)}, expected x's {tuple(x.shape)}")
-    if not namespace(out).all_finite(out):
+    # On a GPU, reading a training output's finiteness back would stall every step: there the
+    # training loop's deferred check of the loss (minidiff.torch.loop) stops a NaN run instead.
+    on_accelerator = getattr(getattr(out, "device", None), "type", "cpu") not in ("cpu",)
+    if not (on_accelerator and getattr(out, "requires_grad", False)) and not namespace(out).all_finite(out):
         raise ValueError(f"{name} returned non-finite values (NaN or inf)")
     return out
