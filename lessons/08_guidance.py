@@ -14,7 +14,7 @@ import numpy as np
 from minidiff import _checks
 from minidiff.backend import namespace, to_numpy
 from minidiff.data.toy2d import _mixture_parameters, _mixture_terms, _noise_parameters, _points
-from minidiff.guidance import _check_null, _check_rng, _check_w, _checked_guided
+from minidiff.guidance import _check_null, _check_rng, _check_w, _doubled_batch_model
 
 
 def mixture_class_posterior(x, means, variances, weights, alpha=1.0, sigma=0.0):
@@ -70,7 +70,7 @@ def classifier_free_guidance(model, w: float, null_label=None, key: str = "class
     of one example's shape, broadcast over the batch.  Other keyword arguments pass through,
     arrays doubled along the batch."""
     w = _check_w(w)
-    _checks.callable_arg("model", model)
+    model = _doubled_batch_model(_checks.callable_arg("model", model))
     if not isinstance(key, str) or not key.isidentifier():
         raise TypeError(f"key must be the name of the conditioning keyword (a str), got {key!r}")
     if (null is None) == (null_label is None):
@@ -95,4 +95,4 @@ def classifier_free_guidance(model, w: float, null_label=None, key: str = "class
         null_c = xp.zeros_like(c) + (null if isinstance(null, (int, np.integer)) else xp.asarray(null, like=c))
         raise NotImplementedError("EXERCISE classifier_free_guidance: write this function (see its docstring)")
 
-    return _checked_guided(guided_model)
+    return guided_model

@@ -424,6 +424,15 @@ def vjp(fun, x, v):
 # ----------------------------------------------------------------------------------------------
 # Seeded noise, one small generator per backend (EDM's sampler takes ``randn_like`` likewise).
 
+def _seed(seed) -> int:
+    """A seed: an integer in [0, 2^63) (a bool, a float or a string is a TypeError)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be a non-negative integer, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2 ** 63:
+        raise ValueError(f"seed must be a non-negative integer below 2^63, got {seed!r}")
+    return int(seed)
+
+
 def _shape(shape) -> tuple:
     """A noise shape: an int or a tuple of ints >= 0 (a bool, a float, a string or a huge size is
     refused, naming ``shape``)."""
@@ -457,7 +466,7 @@ class NumpyGenerator:
     backend = "numpy"
 
     def __init__(self, seed: int):
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(_seed(seed))
 
     def randn(self, shape, dtype=np.float64):
         return self.rng.standard_normal(_shape(shape)).astype(dtype, copy=False)
@@ -487,7 +496,7 @@ class TorchGenerator:
 
         self._torch = torch
         self.device = torch.device(device or "cpu")
-        self.rng = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.rng = torch.Generator(device=self.device).manual_seed(_seed(seed))
 
     def randn(self, shape, dtype=None):
         return self._torch.randn(_shape(shape), generator=self.rng, device=self.device, dtype=dtype)
@@ -509,10 +518,7 @@ class TorchGenerator:
 
 def generator(seed: int, backend: str | None = None, device=None, like=None):
     """A seeded noise source for ``backend`` (default: the backend of ``like``, else the global one)."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be a non-negative integer, got {type(seed).__name__} {seed!r}")
-    if not 0 <= seed < 2 ** 63:
-        raise ValueError(f"seed must be a non-negative integer below 2^63, got {seed!r}")
+    seed = _seed(seed)
     if backend is None:
         backend = namespace(like).name if like is not None else get_backend()
         if like is not None and _is_torch(like):

@@ -170,6 +170,7 @@ def distance(x, y, metric: str = "l2", c=None):
     _checks.array("y", y, min_ndim=1)
     xp = _checks.same_backend(x=x, y=y)
     _checks.shapes_equal(x=x, y=y)
+    x, y = _checks.at_least_float32(xp, x), _checks.at_least_float32(xp, y)   # float16 sums overflow
     if c is not None:
         c = _checks.real("c", c, 0.0)
     # BEGIN SOLUTION
@@ -317,7 +318,7 @@ def consistency_sample(f, x_T, taus, randn_like, T: float = 80.0, eps: float = 0
         raise ValueError(f"taus must be finite, got {taus!r}")
     taus = [float(t) for t in np.atleast_1d(np.asarray(taus, dtype=np.float64))] if len(np.atleast_1d(taus)) else []
     if any(not eps < t < T for t in taus):
-        raise ValueError(f"every tau must lie in (eps, T) = ({eps}, {T}), got {taus}")
+        raise ValueError(f"taus: every tau must lie in (eps, T) = ({eps}, {T}), got {taus}")
     if any(b >= a for a, b in zip(taus, taus[1:])):
         raise ValueError("taus must be strictly decreasing")
     # BEGIN SOLUTION

@@ -316,11 +316,19 @@ def denoiser_loss(D, x0, sigma, noise, weight, **kwargs):
 # ----------------------------------------------------------------------------------------------
 # Converters between the two model forms (DESIGN section 3).
 
+def _alpha_bar_table(alpha_bar) -> np.ndarray:
+    """A (T,) table of alpha_bar in (0, 1), as float64 NumPy (a list, None or a string: TypeError)."""
+    if alpha_bar is None or isinstance(alpha_bar, (str, bytes)):
+        raise TypeError(f"alpha_bar must be a (T,) array in (0, 1), got {type(alpha_bar).__name__}")
+    return _checks.alpha_bar(_checks.to_numpy(alpha_bar) if _checks.is_array(alpha_bar) else alpha_bar)
+
+
 def eps_model_to_denoiser(eps_model, alpha_bar):
     """Read a discrete DDPM eps-model as a denoiser (DDIM eq. 14 / EDM Appendix C.3.4):
     x = x_t / sqrt(abar_t) with sigma_t = sqrt((1 - abar_t) / abar_t); D(x; sigma) =
     x - sigma eps(sqrt(abar_t) x, t), at the step t whose sigma_t is nearest to sigma."""
-    alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
+    _checks.callable_arg("eps_model", eps_model)
+    alpha_bar = _alpha_bar_table(alpha_bar)
     sigmas = np.sqrt((1 - alpha_bar) / alpha_bar)
 
     def D(x, sigma, **kwargs):
@@ -336,7 +344,8 @@ def eps_model_to_denoiser(eps_model, alpha_bar):
 
 def denoiser_to_eps_model(D, alpha_bar):
     """The inverse reading: eps(x_t, t) = (x - D(x; sigma_t)) / sigma_t with x = x_t / sqrt(abar_t)."""
-    alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
+    _checks.callable_arg("D", D)
+    alpha_bar = _alpha_bar_table(alpha_bar)
 
     def eps(x_t, t, **kwargs):
         xp = namespace(x_t)
@@ -349,5 +358,6 @@ def denoiser_to_eps_model(D, alpha_bar):
 
 
 def vp_sigma_to_alpha(sigma):
-    """For a VP model: alpha_bar = 1 / (1 + sigma^2) (EDM Table 1, s(t) = 1 / sqrt(sigma^2 + 1))."""
+    """For a VP model: alpha_bar = 1 / (1 + sigma^2) (EDM Table 1, s(t) = 1 / sqrt(sigma^2 + 1)).  sigma >= 0."""
+    sigma = _checks.levels("sigma", sigma, 0.0, lo_open=False, allow_list=True)
     return 1 / (1 + np.asarray(sigma) ** 2)

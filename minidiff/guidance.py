@@ -121,7 +121,7 @@ def classifier_free_guidance(model, w: float, null_label=None, key: str = "class
     of one example's shape, broadcast over the batch.  Other keyword arguments pass through,
     arrays doubled along the batch."""
     w = _check_w(w)
-    _checks.callable_arg("model", model)
+    model = _doubled_batch_model(_checks.callable_arg("model", model))
     if not isinstance(key, str) or not key.isidentifier():
         raise TypeError(f"key must be the name of the conditioning keyword (a str), got {key!r}")
     if (null is None) == (null_label is None):
@@ -152,16 +152,17 @@ def classifier_free_guidance(model, w: float, null_label=None, key: str = "class
         return guided(out[:B], out[B:], w)
         # END SOLUTION
 
-    return _checked_guided(guided_model)
+    return guided_model
 
 
-def _checked_guided(guided_model):
-    """The guided model's output has x's shape (a model returning the wrong batch is named)."""
-    def checked(x, t, **model_kwargs):
-        out = guided_model(x, t, **model_kwargs)
-        if not _checks.is_array(out) or tuple(out.shape) != tuple(x.shape):
-            raise ValueError(f"model returned {_shape(out)} for the doubled batch; the guided prediction must have "
-                             f"x's shape {tuple(x.shape)} (model must return (2B, ...) for 2B inputs)")
+def _doubled_batch_model(model):
+    """``model`` with its output's shape checked against its input's, the doubled batch (2B, ...)
+    (shape only: the sampler checks the guided values once per step)."""
+    def checked(x2, t2, **kwargs):
+        out = model(x2, t2, **kwargs)
+        if not _checks.is_array(out) or tuple(out.shape) != tuple(x2.shape):
+            raise ValueError(f"model returned {_shape(out)} for the doubled batch of shape {tuple(x2.shape)}; "
+                             f"it must return one prediction per input, of the input's shape")
         return out
     return checked
 

@@ -197,8 +197,9 @@ def _gaussian(name: str, mu, sigma):
 
 def _covariance(name: str, sigma) -> np.ndarray:
     """A covariance matrix: square, finite, symmetric and positive semi-definite up to round-off,
-    float64.  The tolerance is tol = 10 D eps max|Sigma_ij|, eps that of sigma's dtype (float64 for
-    integers): a few roundings per entry of a D-term sum.  Symmetry: |Sigma - Sigma^T| <= tol;
+    float64.  The tolerance is tol = 10 D eps max|Sigma_ij|: a few roundings per entry of a D-term
+    sum, with eps that of sigma's dtype but at least float32's (feature statistics pass through
+    float32 features or files before they get here, and a float64 copy keeps that round-off).  Symmetry: |Sigma - Sigma^T| <= tol;
     PSD: Sigma + tol I has a Cholesky factor (its least eigenvalue > -tol), which is cheaper than
     the eigenvalues themselves."""
     s = _numeric(name, sigma)
@@ -208,7 +209,7 @@ def _covariance(name: str, sigma) -> np.ndarray:
     if not np.all(np.isfinite(s)):
         raise ValueError(f"{name} contains NaN or inf")
     dt = getattr(raw, "dtype", np.dtype(np.float64))
-    eps = np.finfo(dt).eps if np.issubdtype(dt, np.floating) else np.finfo(np.float64).eps
+    eps = max(np.finfo(dt).eps if np.issubdtype(dt, np.floating) else 0.0, np.finfo(np.float32).eps)
     tol = 10 * s.shape[0] * float(eps) * float(np.abs(s).max())
     if np.abs(s - s.T).max() > tol:
         raise ValueError(f"{name} must be symmetric (a covariance), got max |{name} - {name}^T| = "

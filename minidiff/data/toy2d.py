@@ -28,6 +28,16 @@ def _as_rng(rng) -> np.random.Generator:
 _MAX_POINTS = 10 ** 8     # a sample of n points is (n, 2) float64: 1.6 GB at this bound
 
 
+def _numbers(name: str, a) -> np.ndarray:
+    """An array-like of numbers as float64 NumPy; None or a string is a TypeError naming ``name``."""
+    if a is None or isinstance(a, (str, bytes)):
+        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}")
+    try:
+        return np.asarray(to_numpy(a), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}") from None
+
+
 def _points(name: str, x, dim: int):
     """x: an (B, dim) array of either backend, finite (a list or None is a TypeError)."""
     _checks.array(name, x, ndim=2)
@@ -48,7 +58,8 @@ def _noise_parameters(x, alpha, sigma):
 
 def _mixture_parameters(means, variances, weights):
     """means (K, d), variances (K, d) > 0, weights (K,) >= 0 summing to 1; finite."""
-    means, variances, weights = (np.asarray(to_numpy(a), dtype=np.float64) for a in (means, variances, weights))
+    means, variances, weights = (_numbers(k, a) for k, a in
+                                 (("means", means), ("variances", variances), ("weights", weights)))
     if means.ndim != 2 or variances.shape != means.shape or weights.shape != means.shape[:1]:
         raise ValueError(f"means, variances and weights must have shapes (K, d), (K, d) and (K,), got "
                          f"{means.shape}, {variances.shape} and {weights.shape}")
@@ -68,19 +79,19 @@ class GaussianMixture:
     """
 
     def __init__(self, means, stds, weights=None):
-        self.means = np.asarray(means, dtype=np.float64)          # (K, d)
+        self.means = _numbers("means", means)                     # (K, d)
         if self.means.ndim != 2 or self.means.shape[0] < 1 or self.means.shape[1] < 1:
             raise ValueError(f"means must have shape (K, d), got {self.means.shape}")
         if not np.all(np.isfinite(self.means)):
             raise ValueError("means must be finite")
         K, d = self.means.shape
-        stds = np.asarray(stds, dtype=np.float64)
+        stds = _numbers("stds", stds)
         if stds.ndim and stds.size not in (K, K * d):
             raise ValueError(f"stds must be a number, K={K} numbers or (K, d) = ({K}, {d}), got shape {stds.shape}")
         self.vars = np.broadcast_to((stds.reshape(K, -1) if stds.ndim else stds) ** 2, (K, d)).copy()  # (K, d)
-        if not np.all((self.vars > 0) & np.isfinite(self.vars)):
+        if not np.all((stds > 0) & (self.vars > 0) & np.isfinite(self.vars)):
             raise ValueError("stds must be positive and finite")
-        w = np.full(K, 1.0 / K) if weights is None else np.asarray(weights, dtype=np.float64)
+        w = np.full(K, 1.0 / K) if weights is None else _numbers("weights", weights)
         if w.shape != (K,) or np.any(w < 0) or not math.isclose(w.sum(), 1.0, rel_tol=1e-9):
             raise ValueError(f"weights must be K={K} non-negative numbers summing to 1")
         self.weights = w
@@ -221,17 +232,25 @@ def eight_gaussians_mixture(radius: float = 2.0, std: float = 0.15) -> GaussianM
     return GaussianMixture(means, scale * std)
 
 
+def _sample_args(n, rng):
+    return _checks.integer("n", n, 1, _MAX_POINTS), _as_rng(rng)
+
+
 def _standardise(x, scale):
     return (x / scale).astype(np.float64)
 
 
 def swiss_roll(n, rng):
+    """(n, 2) float64 points; rng an int seed or a numpy Generator."""
+    n, rng = _sample_args(n, rng)
     t = 1.5 * np.pi * (1 + 2 * rng.random(n))
     x = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) + 0.25 * rng.standard_normal((n, 2))
     return _standardise(x, 7.0)
 
 
 def two_moons(n, rng):
+    """(n, 2) float64 points; rng an int seed or a numpy Generator."""
+    n, rng = _sample_args(n, rng)
     n1 = n // 2
     a = np.pi * rng.random(n1)
     b = np.pi * rng.random(n - n1)
@@ -242,6 +261,8 @@ def two_moons(n, rng):
 
 
 def checkerboard(n, rng):
+    """(n, 2) float64 points; rng an int seed or a numpy Generator."""
+    n, rng = _sample_args(n, rng)
     x1 = 4 * rng.random(n) - 2
     x2 = rng.random(n) - rng.integers(0, 2, n) * 2   # [0, 1) or [-2, -1), then shifted by the column parity
     x2 = x2 + np.floor(x1) % 2
@@ -249,6 +270,8 @@ def checkerboard(n, rng):
 
 
 def rings(n, rng):
+    """(n, 2) float64 points; rng an int seed or a numpy Generator."""
+    n, rng = _sample_args(n, rng)
     radii = np.array([0.5, 1.0, 1.5, 2.0])
     r = radii[rng.integers(0, 4, n)] + 0.04 * rng.standard_normal(n)
     a = 2 * np.pi * rng.random(n)
@@ -256,6 +279,8 @@ def rings(n, rng):
 
 
 def spiral(n, rng):
+    """(n, 2) float64 points; rng an int seed or a numpy Generator."""
+    n, rng = _sample_args(n, rng)
     t = np.sqrt(rng.random(n)) * 3 * np.pi
     x = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) / (3 * np.pi) * 2
     return _standardise(x + 0.05 * rng.standard_normal((n, 2)), 0.9)
@@ -280,7 +305,7 @@ def sample_toy(name: str, n: int, rng=0) -> np.ndarray:
     if not isinstance(name, str):
         raise TypeError(f"name must be a dataset name (str), one of {sorted(DATASETS)}; got {type(name).__name__}")
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        raise ValueError(f"name: unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     n = _checks.integer("n", n, 1, _MAX_POINTS)
     return DATASETS[name](n, _as_rng(rng))
 
