@@ -15,17 +15,16 @@ import numpy as np
 
 from minidiff import _checks
 from minidiff.backend import namespace
+from minidiff.edm import _check_rho, _sigma_range
 from minidiff.samplers import _check_churn, _checked_denoiser
 
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> np.ndarray:
     """EDM eq. (5): sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
     i = 0..N-1.  Returns (N,) float64, decreasing from sigma_max to sigma_min."""
-    n = _checks.positive_int("n", n)
-    if rho <= 0:
-        raise ValueError(f"rho must be > 0, got {rho!r}")
-    if not 0 < sigma_min < sigma_max:
-        raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+    n = _checks.integer("n", n)
+    rho = _check_rho(rho)
+    sigma_min, sigma_max = _sigma_range(sigma_min, sigma_max)
     raise NotImplementedError("EXERCISE karras_sigmas: write this function (see its docstring)")
 
 
@@ -33,6 +32,8 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
     """EDM (eq. 7 and Appendix B.6): c_skip = sigma_data^2 / (sigma^2 + sigma_data^2),
     c_out = sigma sigma_data / sqrt(sigma^2 + sigma_data^2), c_in = 1 / sqrt(sigma^2 + sigma_data^2),
     c_noise = ln(sigma) / 4.  sigma: (B,) -> four (B,) arrays."""
+    sigma = _checks.levels("sigma", sigma)
+    sigma_data = _checks.real("sigma_data", sigma_data, 0.0, lo_open=True)
     xp = namespace(sigma)
     raise NotImplementedError("EXERCISE edm_preconditioning: write this function (see its docstring)")
 
@@ -40,7 +41,15 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
 def denoiser_loss(D, x0, sigma, noise, weight, **kwargs):
     """EDM eq. (2) / (8): mean over the batch of lambda(sigma) || D(x0 + sigma n; sigma) - x0 ||^2,
     summed over data dimensions.  sigma: (B,), noise like x0, weight = lambda(sigma) (B,)."""
-    xp = namespace(x0, noise)
+    _checks.array("x0", x0, min_ndim=1)
+    _checks.array("noise", noise)
+    xp = _checks.same_backend(x0=x0, noise=noise, sigma=sigma, weight=weight)
+    _checks.shapes_equal(x0=x0, noise=noise)
+    _checks.finite_input("x0", x0)
+    _checks.finite_input("noise", noise)
+    _checks.per_example("sigma", _checks.levels("sigma", sigma), x0, "x0")
+    _checks.per_example("weight", _checks.levels("weight", weight, 0.0, lo_open=False), x0, "x0")
+    D = _checks.checked_model("D", D)
     raise NotImplementedError("EXERCISE denoiser_loss: write this function (see its docstring)")
 
 

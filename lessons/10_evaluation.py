@@ -67,7 +67,8 @@ def polynomial_mmd2(features_x, features_y, degree: int = 3, coef: float = 1.0) 
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"features_x and features_y must have the same feature dimension D, "
                          f"got {x.shape[1]} and {y.shape[1]}")
-    degree = _checks.positive_int("degree", degree)
+    degree = _checks.integer("degree", degree, 1, 64)
+    coef = _checks.real("coef", coef)
     raise NotImplementedError("EXERCISE polynomial_mmd2: write this function (see its docstring)")
 
 
@@ -83,11 +84,14 @@ def kid(features_x, features_y, subsets: int = 100, subset_size: int = 1000, see
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"features_x and features_y must have the same feature dimension D, "
                          f"got {x.shape[1]} and {y.shape[1]}")
-    if isinstance(subsets, bool) or not isinstance(subsets, (int, np.integer)) or subsets < 1:
-        raise ValueError(f"subsets must be an integer >= 1, got {subsets!r}")
+    subsets = _checks.integer("subsets", subsets, 1, 10 ** 6)
     largest = min(x.shape[0], y.shape[0])
-    if (isinstance(subset_size, bool) or not isinstance(subset_size, (int, np.integer))
-            or not 2 <= subset_size <= largest):
-        raise ValueError(f"subset_size must be an integer in [2, min(N, M)] = [2, {largest}], got {subset_size!r}")
+    message = f"subset_size must be an integer in [2, min(N, M)] = [2, {largest}], got {subset_size!r}"
+    if isinstance(subset_size, (bool, np.bool_)) or not isinstance(subset_size, (int, np.integer)):
+        raise TypeError(message)
+    if not 2 <= subset_size <= largest:
+        raise ValueError(message)
+    if not isinstance(seed, np.random.Generator):
+        seed = _checks.integer("seed", seed, 0, 2 ** 63 - 1)
     rng = np.random.default_rng(seed)
     raise NotImplementedError("EXERCISE kid: write this function (see its docstring)")

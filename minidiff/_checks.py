@@ -323,3 +323,74 @@ def model_call(name: str, model, x, *args, **model_kwargs):
     if not (on_accelerator and getattr(out, "requires_grad", False)) and not namespace(out).all_finite(out):
         raise ValueError(f"{name} returned non-finite values (NaN or inf)")
     return out
+
+
+# --- boundary helpers (EDM side)
+
+def integer(name: str, value, minimum: int = 1, maximum: int = _MAX_COUNT) -> int:
+    """``count`` with the older wording: "{name} must be an integer >= {minimum}" (TypeError for a
+    bool, a float or a string; ValueError outside [minimum, maximum])."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum}, got {value!r}")
+    return int(value)
+
+
+def callable_arg(name: str, value):
+    """``value`` must be callable (a model, a density, a noise source): else a TypeError naming it."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
+def _on_host(xp, a) -> bool:
+    """Reading ``a`` back costs nothing: a NumPy array or a CPU tensor (not an accelerator's,
+    where a check per sampler step would add a device sync)."""
+    return xp.name != "torch" or a.device.type == "cpu"
+
+
+def levels(name: str, value, lo: float = 0.0, lo_open: bool = True, allow_list: bool = False):
+    """Noise levels (or times): a number or an array of either backend, finite and > lo (>= lo
+    when not ``lo_open``).  A number (or a list where ``allow_list``) comes back as a float64
+    NumPy array; an array comes back unchanged.  Tensors on an accelerator are checked for type
+    only (see ``_on_host``)."""
+    if isinstance(value, (bool, np.bool_, str)) or value is None:
+        raise TypeError(f"{name} must be a number or an array, got {type(value).__name__} {value!r}")
+    if isinstance(value, (list, tuple)) and not allow_list:
+        raise TypeError(f"{name} must be a number or an array, got {type(value).__name__}")
+    if not is_array(value):
+        try:
+            value = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number or an array, got {type(value).__name__}") from None
+    xp = namespace(value)
+    if _on_host(xp, value):
+        v = np.asarray(xp.to_numpy(value))
+        if not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
+            raise TypeError(f"{name} must hold real numbers, got dtype {v.dtype}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{name} must be finite (no NaN or inf)")
+        if v.size and (v.min() <= lo if lo_open else v.min() < lo):
+            raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got a minimum of {v.min()!r}")
+    return value
+
+
+def checked_model(name: str, model):
+    """``model`` wrapped so that every call goes through ``model_call`` (an array of x's shape,
+    finite): a bad output is blamed on ``name``."""
+    callable_arg(name, model)
+
+    def call(x, *args, **kwargs):
+        return model_call(name, model, x, *args, **kwargs)
+
+    return call
+
+
+def at_least_float32(xp, x):
+    """``x`` in float32 when it is float16 / bfloat16 (reductions and tables lose too many digits
+    in half precision); else ``x`` itself, so valid float32/64 results stay bitwise the same."""
+    dt = table_dtype(x)
+    return x if xp.dtype_of(x) == dt else xp.asarray(x, dtype=dt)

@@ -424,27 +424,65 @@ def vjp(fun, x, v):
 # ----------------------------------------------------------------------------------------------
 # Seeded noise, one small generator per backend (EDM's sampler takes ``randn_like`` likewise).
 
+def _seed(seed) -> int:
+    """A seed: an integer in [0, 2^63) (a bool, a float or a string is a TypeError)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be a non-negative integer, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2 ** 63:
+        raise ValueError(f"seed must be a non-negative integer below 2^63, got {seed!r}")
+    return int(seed)
+
+
+def _shape(shape) -> tuple:
+    """A noise shape: an int or a tuple of ints >= 0 (a bool, a float, a string or a huge size is
+    refused, naming ``shape``)."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)) else shape
+    if not isinstance(dims, (tuple, list)) or any(
+            isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) for d in dims):
+        raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}")
+    if any(d < 0 for d in dims) or int(np.prod([int(d) for d in dims], dtype=object)) > 2 ** 34:
+        raise ValueError(f"shape must hold sizes >= 0 with at most 2^34 entries in all, got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+def _like(x):
+    if not (isinstance(x, np.ndarray) or _is_torch(x) or get_namespace("numpy").is_array(x)):
+        raise TypeError(f"x must be an array (numpy or torch), got {type(x).__name__}")
+    return x
+
+
+def _bounds(low, high):
+    for name, v in (("low", low), ("high", high)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+    if not low < high:
+        raise ValueError(f"need low < high, got low={low}, high={high}")
+    return int(low), int(high)
+
+
 class NumpyGenerator:
     """Seeded Gaussian / uniform / integer noise as NumPy arrays."""
 
     backend = "numpy"
 
     def __init__(self, seed: int):
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(_seed(seed))
 
     def randn(self, shape, dtype=np.float64):
-        return self.rng.standard_normal(shape).astype(dtype, copy=False)
+        return self.rng.standard_normal(_shape(shape)).astype(dtype, copy=False)
 
     def randn_like(self, x):
-        return self.randn(np.shape(x), dtype=get_namespace("numpy").dtype_of(x))
+        return self.randn(np.shape(_like(x)), dtype=get_namespace("numpy").dtype_of(x))
 
     def rand(self, shape, dtype=np.float64):
-        return self.rng.random(shape).astype(dtype, copy=False)
+        return self.rng.random(_shape(shape)).astype(dtype, copy=False)
 
     def randint(self, low, high, shape):
-        return self.rng.integers(low, high, size=shape)
+        low, high = _bounds(low, high)
+        return self.rng.integers(low, high, size=_shape(shape))
 
     def rademacher_like(self, x):
+        _like(x)
         return np.sign(self.rng.random(np.shape(x)) - 0.5).astype(get_namespace("numpy").dtype_of(x))
 
 
@@ -458,29 +496,29 @@ class TorchGenerator:
 
         self._torch = torch
         self.device = torch.device(device or "cpu")
-        self.rng = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.rng = torch.Generator(device=self.device).manual_seed(_seed(seed))
 
     def randn(self, shape, dtype=None):
-        return self._torch.randn(shape, generator=self.rng, device=self.device, dtype=dtype)
+        return self._torch.randn(_shape(shape), generator=self.rng, device=self.device, dtype=dtype)
 
     def randn_like(self, x):
-        return self.randn(tuple(x.shape), dtype=x.dtype)
+        return self.randn(tuple(_like(x).shape), dtype=x.dtype)
 
     def rand(self, shape, dtype=None):
-        return self._torch.rand(shape, generator=self.rng, device=self.device, dtype=dtype)
+        return self._torch.rand(_shape(shape), generator=self.rng, device=self.device, dtype=dtype)
 
     def randint(self, low, high, shape):
-        return self._torch.randint(low, high, tuple(np.atleast_1d(shape)) if np.ndim(shape) else (shape,),
-                                   generator=self.rng, device=self.device)
+        low, high = _bounds(low, high)
+        return self._torch.randint(low, high, _shape(shape), generator=self.rng, device=self.device)
 
     def rademacher_like(self, x):
+        _like(x)
         return self._torch.sign(self.rand(tuple(x.shape), dtype=x.dtype) - 0.5)
 
 
 def generator(seed: int, backend: str | None = None, device=None, like=None):
     """A seeded noise source for ``backend`` (default: the backend of ``like``, else the global one)."""
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = _seed(seed)
     if backend is None:
         backend = namespace(like).name if like is not None else get_backend()
         if like is not None and _is_torch(like):

@@ -15,10 +15,18 @@ from .backend import namespace, to_numpy
 
 
 def _check_pair(x, y):
+    """Two point clouds (N, d) and (M, d) of one backend, N, M >= 2, finite; half precision is
+    lifted to float32 (the pairwise sums lose every digit in float16).  -> (x, y)."""
+    _checks.array("x", x)
+    _checks.array("y", y)
+    xp = _checks.same_backend(x=x, y=y)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have shapes (N, d) and (M, d), got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.shape[0] < 2 or y.shape[0] < 2:
         raise ValueError("x and y need at least 2 points each")
+    _checks.finite_input("x", x)
+    _checks.finite_input("y", y)
+    return _checks.at_least_float32(xp, x), _checks.at_least_float32(xp, y)
 
 
 def _pairwise_sq_dists(xp, a, b):
@@ -38,8 +46,12 @@ def _quantiles(xp, sorted_cols, n: int):
 
 def sliced_wasserstein(x, y, n_projections: int = 256, seed: int = 0, p: int = 2) -> float:
     """Sliced p-Wasserstein distance (Rabin et al. 2011): the 1-D W_p along random unit
-    directions, averaged as (mean_theta W_p^p)^(1/p).  Unequal sizes are compared by quantiles."""
-    _check_pair(x, y)
+    directions, averaged as (mean_theta W_p^p)^(1/p).  Unequal sizes are compared by quantiles.
+    n_projections in [1, 10^6], seed >= 0, p >= 1."""
+    x, y = _check_pair(x, y)
+    n_projections = _checks.integer("n_projections", n_projections, 1, 10 ** 6)
+    seed = _checks.integer("seed", seed, 0)
+    p = _checks.real("p", p, 1.0, 64.0)
     # BEGIN SOLUTION
     # hint: project both clouds on random unit directions, sort each projection, average
     # hint: |difference|^p over points and directions, then take the 1/p power
@@ -65,6 +77,11 @@ def sliced_wasserstein_report(samples=None, data=(), floor_pairs=(), **sw_kwargs
     {'per_set': [SW(samples_i, data_i)], 'sliced_wasserstein': their mean,
      'floor_per_pair': [SW(a_j, b_j)], 'data_floor': their mean, 'ratio': the quotient}
     (None where there is nothing to average)."""
+    for name, v in (("data", data), ("floor_pairs", floor_pairs)):
+        if not isinstance(v, (list, tuple)):
+            raise TypeError(f"{name} must be a list (or tuple), got {type(v).__name__}")
+    if any(not isinstance(pair, (list, tuple)) or len(pair) != 2 for pair in floor_pairs):
+        raise TypeError("floor_pairs must be a list of pairs (a, b) of data sets")
     data, floor_pairs = list(data), list(floor_pairs)
     if samples is None:
         per_set = []
@@ -82,8 +99,14 @@ def sliced_wasserstein_report(samples=None, data=(), floor_pairs=(), **sw_kwargs
 
 def mmd2_unbiased(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
     """Unbiased squared MMD (Gretton et al. 2012, eq. 3) with a sum of Gaussian kernels
-    k(a, b) = sum_h exp(-|a - b|^2 / (2 h^2)).  Can be slightly negative when p = q."""
-    _check_pair(x, y)
+    k(a, b) = sum_h exp(-|a - b|^2 / (2 h^2)).  Can be slightly negative when p = q.
+    bandwidths: a non-empty sequence of finite h > 0 (no kernel: MMD 0 for any two clouds)."""
+    x, y = _check_pair(x, y)
+    if isinstance(bandwidths, (str, bytes)) or not hasattr(bandwidths, "__len__") or _checks.is_array(bandwidths):
+        raise TypeError(f"bandwidths must be a non-empty sequence of numbers (e.g. a tuple), got {bandwidths!r}")
+    if len(bandwidths) == 0:
+        raise ValueError("bandwidths must hold at least one kernel bandwidth h > 0, got an empty sequence")
+    bandwidths = tuple(_checks.real("bandwidths", h, 0.0, lo_open=True) for h in bandwidths)
     # BEGIN SOLUTION
     # hint: Gretton et al. eq. 3: mean k(x,x') over i != j, plus the same for y, minus 2 mean
     # hint: k(x,y); k is a sum of Gaussian kernels over the bandwidths
@@ -105,7 +128,7 @@ def mmd2_unbiased(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
 def energy_distance(x, y) -> float:
     """Energy distance (Szekely & Rizzo 2013): 2 E|X - Y| - E|X - X'| - E|Y - Y'|, the
     within-sample means taken over distinct pairs."""
-    _check_pair(x, y)
+    x, y = _check_pair(x, y)
     # BEGIN SOLUTION
     # hint: 2 E|X-Y| - E|X-X'| - E|Y-Y'|, the within-sample means over distinct pairs (divide by
     # hint: n(n-1))
@@ -121,17 +144,37 @@ def energy_distance(x, y) -> float:
 
 def exact_nll(log_prob, x) -> float:
     """Mean negative log-likelihood in nats of points x under a known density ``log_prob(x) -> (N,)``."""
+    _checks.callable_arg("log_prob", log_prob)
+    _checks.array("x", x, min_ndim=1)
+    _checks.finite_input("x", x)
     xp = namespace(x)
-    return float(-xp.mean(log_prob(x)))
+    lp = log_prob(x)
+    if not _checks.is_array(lp) or tuple(lp.shape) != (x.shape[0],):
+        got = f"shape {tuple(lp.shape)}" if _checks.is_array(lp) else f"a {type(lp).__name__}"
+        raise ValueError(f"log_prob returned {got}, expected one value per point ({x.shape[0]},)")
+    if not namespace(lp).all_finite(lp):
+        raise ValueError("log_prob returned NaN or inf (a point outside the support has infinite NLL)")
+    return float(-xp.mean(lp))
 
 
 # ----------------------------------------------------------------------------------------------
 # Image metrics on feature vectors (lesson 10): the Frechet distance (FID's formula) and KID.
 # NumPy only, float64; the feature network lives in minidiff.torch.evaluate.
 
+def _numeric(name: str, a) -> np.ndarray:
+    """``a`` (an array of either backend or an array-like such as nested lists) as float64 NumPy;
+    None, a string or something without numbers is a TypeError naming ``name``."""
+    if a is None or isinstance(a, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}")
+    try:
+        return np.asarray(to_numpy(a), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}") from None
+
+
 def _features(name: str, f, min_rows: int = 2) -> np.ndarray:
     """``f`` as a finite float64 (N, D) array with N >= min_rows, or a ValueError naming ``name``."""
-    a = np.asarray(to_numpy(f), dtype=np.float64)
+    a = _numeric(name, f)
     if a.ndim != 2 or a.shape[1] < 1:
         raise ValueError(f"{name} must be a 2-D array of features (N, D) with D >= 1, got shape {a.shape}")
     if a.shape[0] < min_rows:
@@ -143,7 +186,7 @@ def _features(name: str, f, min_rows: int = 2) -> np.ndarray:
 
 def _gaussian(name: str, mu, sigma):
     """A checked (mu (D,), Sigma (D, D)) pair, float64."""
-    mu = np.asarray(to_numpy(mu), dtype=np.float64)
+    mu = _numeric(f"mu{name}", mu)
     sigma = _covariance(f"sigma{name}", sigma)
     if mu.ndim != 1 or mu.shape[0] != sigma.shape[0]:
         raise ValueError(f"mu{name} must have shape (D,) = ({sigma.shape[0]},) to match sigma{name}, got {mu.shape}")
@@ -153,11 +196,30 @@ def _gaussian(name: str, mu, sigma):
 
 
 def _covariance(name: str, sigma) -> np.ndarray:
-    s = np.asarray(to_numpy(sigma), dtype=np.float64)
+    """A covariance matrix: square, finite, symmetric and positive semi-definite up to round-off,
+    float64.  The tolerance is tol = 10 D eps max|Sigma_ij|: a few roundings per entry of a D-term
+    sum, with eps that of sigma's dtype but at least float32's (feature statistics pass through
+    float32 features or files before they get here, and a float64 copy keeps that round-off).  Symmetry: |Sigma - Sigma^T| <= tol;
+    PSD: Sigma + tol I has a Cholesky factor (its least eigenvalue > -tol), which is cheaper than
+    the eigenvalues themselves."""
+    s = _numeric(name, sigma)
+    raw = to_numpy(sigma)
     if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape[0] < 1:
         raise ValueError(f"{name} must be a square covariance matrix (D, D), got shape {s.shape}")
     if not np.all(np.isfinite(s)):
         raise ValueError(f"{name} contains NaN or inf")
+    dt = getattr(raw, "dtype", np.dtype(np.float64))
+    eps = max(np.finfo(dt).eps if np.issubdtype(dt, np.floating) else 0.0, np.finfo(np.float32).eps)
+    tol = 10 * s.shape[0] * float(eps) * float(np.abs(s).max())
+    if np.abs(s - s.T).max() > tol:
+        raise ValueError(f"{name} must be symmetric (a covariance), got max |{name} - {name}^T| = "
+                         f"{np.abs(s - s.T).max():.3g} > {tol:.3g}")
+    try:
+        np.linalg.cholesky((s + s.T) / 2 + (tol + np.finfo(np.float64).tiny) * np.eye(s.shape[0]))
+    except np.linalg.LinAlgError:
+        lam = np.linalg.eigvalsh((s + s.T) / 2).min()
+        raise ValueError(f"{name} must be positive semi-definite (a covariance), got the eigenvalue {lam:.4g} "
+                         f"< -{tol:.3g}") from None
     return s
 
 
@@ -232,7 +294,8 @@ def polynomial_mmd2(features_x, features_y, degree: int = 3, coef: float = 1.0) 
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"features_x and features_y must have the same feature dimension D, "
                          f"got {x.shape[1]} and {y.shape[1]}")
-    degree = _checks.positive_int("degree", degree)
+    degree = _checks.integer("degree", degree, 1, 64)
+    coef = _checks.real("coef", coef)
     # BEGIN SOLUTION
     # hint: k = (x y^T / D + coef)^degree; the within-set means skip the diagonal (divide the off-
     # hint: diagonal sum by m(m-1)); minus 2 times the mean of k(x, y)
@@ -264,12 +327,15 @@ def kid(features_x, features_y, subsets: int = 100, subset_size: int = 1000, see
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"features_x and features_y must have the same feature dimension D, "
                          f"got {x.shape[1]} and {y.shape[1]}")
-    if isinstance(subsets, bool) or not isinstance(subsets, (int, np.integer)) or subsets < 1:
-        raise ValueError(f"subsets must be an integer >= 1, got {subsets!r}")
+    subsets = _checks.integer("subsets", subsets, 1, 10 ** 6)
     largest = min(x.shape[0], y.shape[0])
-    if (isinstance(subset_size, bool) or not isinstance(subset_size, (int, np.integer))
-            or not 2 <= subset_size <= largest):
-        raise ValueError(f"subset_size must be an integer in [2, min(N, M)] = [2, {largest}], got {subset_size!r}")
+    message = f"subset_size must be an integer in [2, min(N, M)] = [2, {largest}], got {subset_size!r}"
+    if isinstance(subset_size, (bool, np.bool_)) or not isinstance(subset_size, (int, np.integer)):
+        raise TypeError(message)
+    if not 2 <= subset_size <= largest:
+        raise ValueError(message)
+    if not isinstance(seed, np.random.Generator):
+        seed = _checks.integer("seed", seed, 0, 2 ** 63 - 1)
     rng = np.random.default_rng(seed)
     # BEGIN SOLUTION
     # hint: for each subset: ix = rng.choice(N, subset_size, replace=False), then iy likewise;

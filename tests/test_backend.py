@@ -144,8 +144,8 @@ def test_generator_follows_like_and_checks_seed():
     assert backend.generator(0, like=np.zeros(2)).backend == "numpy"
     g = backend.generator(1, backend="numpy")
     assert g.randn_like(np.zeros(3, dtype=np.float32)).dtype == np.float32
-    for bad in (-1, 1.5, "3"):
-        with pytest.raises(ValueError, match="seed"):
+    for bad, error in ((-1, ValueError), (2 ** 64, ValueError), (1.5, TypeError), ("3", TypeError), (True, TypeError)):
+        with pytest.raises(error, match="seed"):
             backend.generator(bad, backend="numpy")
     with pytest.raises(ValueError, match="jax"):
         backend.generator(0, backend="jax")

@@ -10,11 +10,12 @@ from minidiff.guidance import classifier_free_guidance, drop_labels, guided
 GMM = eight_gaussians_mixture()
 
 
-@pytest.mark.parametrize("w", [float("inf"), float("nan"), None, "2", True])
-def test_guidance_strength_must_be_a_finite_number(w):
-    with pytest.raises(ValueError, match="w \\(the guidance strength\\) must be a finite number"):
+@pytest.mark.parametrize("w, error", [(float("inf"), ValueError), (float("nan"), ValueError), (None, TypeError),
+                                      ("2", TypeError), (True, TypeError)])
+def test_guidance_strength_must_be_a_finite_number(w, error):
+    with pytest.raises(error, match="w \\(the guidance strength\\) must be a finite number"):
         guided(np.zeros(2), np.zeros(2), w)
-    with pytest.raises(ValueError, match="w \\(the guidance strength\\)"):
+    with pytest.raises(error, match="w \\(the guidance strength\\)"):
         classifier_free_guidance(lambda x, t, class_labels=None: x, w, 8)
 
 

@@ -3,7 +3,19 @@ from __future__ import annotations
 
 import math
 
+from .. import _checks
 from ..backend import namespace, tree_leaves, tree_map
+
+
+def _check_tree(name: str, tree):
+    """A parameter pytree: nested lists / tuples / dicts whose leaves are arrays (numbers pass
+    through untouched); None or a string is a TypeError naming the argument."""
+    if tree is None or isinstance(tree, (str, bytes)):
+        raise TypeError(f"{name} must be a pytree of arrays (nested lists of [W, b]), got {type(tree).__name__}")
+    for leaf in tree_leaves(tree):
+        if leaf is None or isinstance(leaf, (str, bytes)):
+            raise TypeError(f"{name} holds a {type(leaf).__name__} leaf; its leaves must be arrays")
+    return tree
 
 
 def _is_param(p):
@@ -16,6 +28,7 @@ def _map(f, tree, *rest):
 
 def global_norm(grads) -> float:
     """sqrt(sum of squared entries over every leaf)."""
+    _check_tree("grads", grads)
     total = 0.0
     for g in tree_leaves(grads):
         if _is_param(g):
@@ -26,6 +39,7 @@ def global_norm(grads) -> float:
 
 def clip_grad_norm(grads, max_norm: float):
     """Rescale ``grads`` so that their global norm is at most ``max_norm`` (Pascanu et al. 2013)."""
+    max_norm = _checks.real("max_norm", max_norm)
     if max_norm <= 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
     # BEGIN SOLUTION
@@ -41,6 +55,7 @@ def clip_grad_norm(grads, max_norm: float):
 
 def adam_init(params) -> dict:
     """Adam state: first and second moments m, v (zeros like params) and the step count."""
+    _check_tree("params", params)
     zeros = _map(lambda p: p * 0, params)
     return {"m": zeros, "v": _map(lambda p: p * 0, params), "step": 0}
 
@@ -51,6 +66,16 @@ def adam_update(params, grads, state, lr: float = 1e-3, b1: float = 0.9, b2: flo
     Hutter 2019):  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
     p -= lr (m_hat / (sqrt(v_hat) + eps) + weight_decay p), with m_hat = m / (1 - b1^k), v_hat = v / (1 - b2^k).
     Returns (new params, new state); nothing is modified in place."""
+    lr, b1, b2 = _checks.real("lr", lr), _checks.real("b1", b1), _checks.real("b2", b2)
+    eps, weight_decay = _checks.real("eps", eps, 0.0, lo_open=True), _checks.real("weight_decay", weight_decay)
+    _check_tree("params", params)
+    _check_tree("grads", grads)
+    if len(tree_leaves(params)) != len(tree_leaves(grads)):
+        raise ValueError(f"params and grads must have the same structure, got {len(tree_leaves(params))} and "
+                         f"{len(tree_leaves(grads))} leaves")
+    if not isinstance(state, dict) or not {"m", "v", "step"} <= set(state):
+        raise TypeError("state must be the dict of adam_init(params) (keys m, v, step)")
+    _checks.integer("state['step']", state["step"], 0)
     if lr <= 0 or not (0 <= b1 < 1) or not (0 <= b2 < 1) or weight_decay < 0:
         raise ValueError(f"need lr > 0, 0 <= b1, b2 < 1 and weight_decay >= 0; got lr={lr}, b1={b1}, b2={b2}, "
                          f"weight_decay={weight_decay}")
@@ -73,13 +98,18 @@ def adam_update(params, grads, state, lr: float = 1e-3, b1: float = 0.9, b2: flo
 def ema_warmup(decay: float, k: int) -> float:
     """The EMA decay used at step k (0-based): min(decay, (1 + k) / (10 + k)), so that early on the
     average does not hold on to the random initial weights."""
+    decay = _checks.real("decay", decay, 0.0, 1.0)
+    k = _checks.integer("k", k, 0, 2 ** 62)
     return min(decay, (1 + k) / (10 + k))
 
 
 def ema_update(ema_params, params, decay: float = 0.999):
     """Exponential moving average of the weights: ema = decay ema + (1 - decay) params."""
+    decay = _checks.real("decay", decay)
     if not 0 <= decay <= 1:
         raise ValueError(f"decay must lie in [0, 1], got {decay!r}")
+    _check_tree("ema_params", ema_params)
+    _check_tree("params", params)
     # BEGIN SOLUTION
     # hint: ema = decay * ema + (1 - decay) * params, leaf by leaf (use _map)
     return _map(lambda e, p: decay * e + (1 - decay) * p, ema_params, params)
