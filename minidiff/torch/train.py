@@ -173,7 +173,7 @@ class DiffusionTask(Task):
         model_kwargs = {}
         if cfg.class_conditional:                                      # CFG Algorithm 1: some labels -> null
             y = drop_labels(self.labels[idx], cfg.p_uncond, cfg.unet.num_classes,
-                            np.random.default_rng([cfg.seed, 5, k]))
+                            np.random.default_rng([cfg.seed, 5, k]), num_classes=cfg.unet.num_classes)
             model_kwargs = {"class_labels": y[mine]}
         noise_rng = generator(step_seed(cfg.seed, k, 1), backend="torch", device=device)
         if cfg.flip:
