@@ -13,7 +13,7 @@ LAYERS = [
     ("foundations", ["_checks", "backend", "_progress"]),
     ("schedules and data", ["schedules", "diffusion", "nn.mlp", "nn.optim", "data.toy2d", "data.images",
                             "data.fetch", "metrics", "plot", "checkpoint"]),
-    ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance"]),
+    ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance", "autoencoding"]),
     ("method layer", ["methods"]),
     ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
                                "torch.loop", "torch.sampling"]),
