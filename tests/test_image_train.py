@@ -105,14 +105,17 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
 
 
-# The loop's guarantees hold for any model it trains: the U-Net through the CLI, and the small
-# denoising MLP of tests/loop_models.py through the same train_loop.
+# The loop's guarantees hold for any model it trains: the U-Net through the CLI, the small
+# denoising MLP of tests/loop_models.py and the KL autoencoder through the same train_loop.
 LOOP_MODELS = {
     "unet": ["-m", "minidiff.cli", "train", "--backend", "torch", "--dataset", "digits", "--preset", "tiny",
              "--sample-every", "0", "--device", "cpu"],
     "mlp": [str(ROOT / "tests" / "loop_models.py")],
+    # the KL autoencoder: its eps is drawn for the global batch and sliced (the VQ codebook's EMA
+    # sees each rank's own batch, so 'vq' is not expected to match one process)
+    "autoencoder": ["-m", "minidiff.torch.train_autoencoder", "--reg", "kl"],
 }
-NO_DROPOUT = {"unet": [], "mlp": ["--dropout", "0"]}   # the tiny U-Net has none; each rank draws its own masks
+NO_DROPOUT = {"unet": [], "mlp": ["--dropout", "0"], "autoencoder": []}   # the tiny U-Net has none; each rank draws its own masks
 
 
 def checkpoint_step(folder) -> int:

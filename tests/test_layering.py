@@ -16,8 +16,8 @@ LAYERS = [
     ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance", "autoencoding"]),
     ("method layer", ["methods"]),
     ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
-                               "torch.loop", "torch.sampling"]),
-    ("trainers", ["train", "torch.train"]),
+                               "torch.loop", "torch.sampling", "torch.autoencoder"]),
+    ("trainers", ["train", "torch.train", "torch.train_autoencoder"]),
     ("lessons and command line", ["exercises", "check", "cli"]),
 ]
 LAYER_OF = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}

@@ -1,0 +1,184 @@
+"""The first stage of latent diffusion (Rombach et al. 2022, section 3): a convolutional
+autoencoder x (B, C, H, W) -> z (B, c, H/f, W/f) -> x_hat whose latent a diffusion model then
+learns, regularised either towards N(0, I) by a small KL term ('kl') or by vector quantisation
+with an EMA codebook ('vq').  The formulas are ``minidiff.autoencoding``'s; this file is the
+network around them.  It is trained by ``minidiff.torch.train_autoencoder`` through the one loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import autoencoding as ae
+
+# Sanity limits, far above anything minidiff trains (as UNET_LIMITS): a checkpoint's config
+# cannot ask for terabytes before a single weight is read.
+AUTOENCODER_LIMITS = {"in_channels": 64, "image_size": 1024, "base_channels": 1024, "channel_mults": (3, 16),
+                      "num_res_blocks": 8, "latent_channels": 256, "codebook_size": 65536, "groups": 256}
+
+
+@dataclasses.dataclass
+class AutoencoderConfig:
+    in_channels: int = 1
+    image_size: int = 28
+    base_channels: int = 32
+    channel_mults: tuple = (1, 2)      # one entry per resolution: downsampling factor f = 2^(len - 1), f in {1, 2, 4}
+    num_res_blocks: int = 1            # residual blocks per resolution
+    latent_channels: int = 4           # c: the latent is (c, H/f, W/f)
+    reg: str = "kl"                    # 'kl' (KL towards N(0, I)) or 'vq' (EMA codebook)
+    codebook_size: int = 256           # K ('vq')
+    beta: float = 0.25                 # the commitment weight ('vq', VQ-VAE eq. 3)
+    codebook_decay: float = 0.99       # gamma of the EMA codebook ('vq', VQ-VAE Appendix A.1)
+    groups: int = 8                    # GroupNorm groups
+
+    def __post_init__(self):
+        self.channel_mults = tuple(self.channel_mults)
+        for name in ("in_channels", "image_size", "base_channels", "num_res_blocks", "latent_channels",
+                     "codebook_size", "groups"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not self.channel_mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1
+                                         for m in self.channel_mults):
+            raise ValueError(f"channel_mults must be a non-empty tuple of integers >= 1, got {self.channel_mults!r}")
+        for name, limit in AUTOENCODER_LIMITS.items():
+            v = getattr(self, name)
+            if isinstance(v, tuple) and (len(v) > limit[0] or any(m > limit[1] for m in v)):
+                raise ValueError(f"{name} may hold at most {limit[0]} entries (f = 1, 2 or 4) of at most "
+                                 f"{limit[1]}, got {v!r}")
+            if isinstance(v, int) and v > limit:
+                raise ValueError(f"{name} must be at most {limit}, got {v!r}")
+        if self.image_size % self.factor:
+            raise ValueError(f"image_size must be divisible by the downsampling factor f = {self.factor}, "
+                             f"got {self.image_size}")
+        for m in self.channel_mults:
+            if (self.base_channels * m) % self.groups:
+                raise ValueError(f"groups={self.groups} must divide every channel count, not {self.base_channels * m}")
+        if self.reg not in ("kl", "vq"):
+            raise ValueError(f"reg must be 'kl' or 'vq', got {self.reg!r}")
+        for name, lo, hi in (("beta", 0.0, float("inf")), ("codebook_decay", 0.0, 1.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi:
+                raise ValueError(f"{name} must be a number in [{lo}, {hi}), got {v!r}")
+
+    @property
+    def factor(self) -> int:
+        """f: the latent is f times smaller than the image on each side."""
+        return 2 ** (len(self.channel_mults) - 1)
+
+    @property
+    def latent_shape(self) -> tuple:
+        """(c, H/f, W/f): the shape of one image's latent."""
+        return (self.latent_channels, self.image_size // self.factor, self.image_size // self.factor)
+
+
+class ResnetBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv, twice, plus the (1x1-projected) input: the U-Net's block
+    without the time embedding (an autoencoder has none)."""
+
+    def __init__(self, in_ch: int, out_ch: int, groups: int):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(groups, in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2, self.conv2 = nn.GroupNorm(groups, out_ch), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x):  # (B, in_ch, H, W) -> (B, out_ch, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))
+        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+
+def _tower(cfg: AutoencoderConfig, chans: list, resample) -> nn.Sequential:
+    """Residual blocks through the channel counts ``chans`` (one level each), ``resample``
+    (a halving or a doubling) between levels."""
+    layers, ch = [], chans[0]
+    for i, out in enumerate(chans):
+        for _ in range(cfg.num_res_blocks):
+            layers.append(ResnetBlock(ch, out, cfg.groups))
+            ch = out
+        if i < len(chans) - 1:
+            layers.append(resample(ch))
+    return nn.Sequential(*layers)
+
+
+class Autoencoder(nn.Module):
+    """Encoder E and decoder D of LDM's first stage (section 3), convolutional and residual.
+
+    'kl': ``encode`` gives the posterior's moments (B, 2c, h, w); the latent is a sample
+    z = mu + sigma eps (``kl_sample``, eps passed in) or the mode mu.
+    'vq': ``encode`` gives the continuous z_e (B, c, h, w); as LDM, the latent a diffusion model
+    learns is this PRE-quantisation z_e, and quantisation happens inside the decoder: the
+    diffusion model's samples are continuous, and quantising them in ``decode`` snaps them to
+    the nearest codebook vectors the decoder was trained on.  The codebook is an EMA
+    (VQ-VAE Appendix A.1) kept in buffers, updated in training mode only."""
+
+    def __init__(self, config: AutoencoderConfig | None = None):
+        super().__init__()
+        cfg = self.config = config or AutoencoderConfig()
+        chans = [cfg.base_channels * m for m in cfg.channel_mults]
+        c, moments = cfg.latent_channels, 2 * cfg.latent_channels if cfg.reg == "kl" else cfg.latent_channels
+        self.enc_in = nn.Conv2d(cfg.in_channels, chans[0], 3, padding=1)
+        self.encoder = _tower(cfg, chans, lambda ch: nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+        self.enc_out = nn.Sequential(nn.GroupNorm(cfg.groups, chans[-1]), nn.SiLU(),
+                                     nn.Conv2d(chans[-1], moments, 3, padding=1))
+        self.dec_in = nn.Conv2d(c, chans[-1], 3, padding=1)
+        self.decoder = _tower(cfg, chans[::-1], lambda ch: nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"),
+                                                                        nn.Conv2d(ch, ch, 3, padding=1)))
+        self.dec_out = nn.Sequential(nn.GroupNorm(cfg.groups, chans[0]), nn.SiLU(),
+                                     nn.Conv2d(chans[0], cfg.in_channels, 3, padding=1))
+        if cfg.reg == "vq":
+            codebook = torch.randn(cfg.codebook_size, c)
+            self.register_buffer("codebook", codebook)                      # (K, c)
+            self.register_buffer("code_counts", torch.ones(cfg.codebook_size))   # N_i
+            self.register_buffer("code_sums", codebook.clone())            # m_i = N_i e_i
+
+    def encode(self, x):
+        """x (B, C, H, W) -> moments (B, 2c, h, w) ('kl') or z_e (B, c, h, w) ('vq')."""
+        return self.enc_out(self.encoder(self.enc_in(x)))
+
+    def quantize(self, z_e):
+        """VQ-VAE eq. 2 per latent pixel: z_e (B, c, h, w) -> z_q (B, c, h, w), indices (B, h, w)."""
+        B, c, h, w = z_e.shape
+        z = z_e.permute(0, 2, 3, 1).reshape(-1, c)                          # (B h w, c)
+        z_q, k = ae.vq_quantize(z, self.codebook.to(z.dtype))
+        return z_q.reshape(B, h, w, c).permute(0, 3, 1, 2), k.reshape(B, h, w)
+
+    def decode(self, z):
+        """z (B, c, h, w) -> x_hat (B, C, H, W); 'vq': z is quantised first (see the class)."""
+        if self.config.reg == "vq":
+            z = self.quantize(z)[0]
+        return self._decode(z)
+
+    def _decode(self, z):
+        return self.dec_out(self.decoder(self.dec_in(z)))
+
+    @torch.no_grad()
+    def _update_codebook(self, z_e, indices):
+        """The EMA codebook step (``ema_codebook_update``) on this batch, copied into the buffers."""
+        c = z_e.shape[1]
+        counts, sums, codebook = ae.ema_codebook_update(
+            self.code_counts, self.code_sums, z_e.detach().float().permute(0, 2, 3, 1).reshape(-1, c),
+            indices.reshape(-1), self.config.codebook_decay)
+        self.code_counts.copy_(counts)
+        self.code_sums.copy_(sums)
+        self.codebook.copy_(codebook)
+
+    def forward(self, x, noise=None) -> dict:
+        """x (B, C, H, W) -> {'reconstruction' (B, C, H, W), 'latent' (B, c, h, w), and per
+        example (B,): 'kl' (KL divergence summed over the latent) or 'commitment' (beta times
+        the commitment term, VQ-VAE eq. 3; the EMA replaces the codebook term), plus 'indices'
+        (B, h, w) for 'vq'}.  'kl': the latent is ``kl_sample`` with ``noise`` (B, c, h, w),
+        or the mode when ``noise`` is None."""
+        h = self.encode(x)
+        if self.config.reg == "kl":
+            mean, logvar = ae.kl_posterior(h)
+            z = ae.kl_mode(mean, logvar) if noise is None else ae.kl_sample(mean, logvar, noise)
+            return {"reconstruction": self._decode(z), "latent": z, "kl": ae.kl_divergence(mean, logvar)}
+        z_q, indices = self.quantize(h)
+        if self.training:
+            self._update_codebook(h, indices)
+        _, commitment = ae.vq_loss_terms(h, z_q)
+        return {"reconstruction": self._decode(ae.straight_through(h, z_q)), "latent": h,
+                "commitment": self.config.beta * commitment, "indices": indices}
