@@ -161,6 +161,24 @@ def batch_indices(n_images: int, global_batch: int, seed: int, k: int) -> np.nda
     # END SOLUTION
 
 
+def load_run(path, config_cls, model_field: str):
+    """(tensors, config) of a checkpoint the loop wrote: the state's config loaded strictly into
+    ``config_cls`` (whose ``model_field`` holds the model's own config) and validated; a state
+    without them, another version's config or an invalid value is a ValueError naming it."""
+    tensors, state = checkpoint.load_image_checkpoint(path)
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise ValueError(f"checkpoint {path} holds no 'config' dict in its state")
+    what = f"the config of checkpoint {path}"
+    if not isinstance(state["config"].get(model_field), dict):
+        raise ValueError(f"{what} holds no {model_field!r} dict")
+    cfg = config_cls.from_dict(state["config"], what)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+    return tensors, cfg
+
+
 @torch.no_grad()
 def ema_into(avg: nn.Module, model: nn.Module, decay: float):
     """avg <- decay avg + (1 - decay) model, in place (``minidiff.nn.ema_update`` on the weights)."""

@@ -23,12 +23,12 @@ import torch
 
 from .. import _checks
 from ..backend import generator
-from ..checkpoint import json_norm, load_image_checkpoint, load_modules
+from ..checkpoint import json_norm, load_modules
 from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, random_flip, to_model_range
 from ..guidance import drop_labels
 from ..methods import MethodConfig, Objective, config_from_dict, raw_to_model
-from .loop import LoopConfig, Task, batch_indices, ema_into, frozen, step_seed, train_loop
+from .loop import LoopConfig, Task, batch_indices, ema_into, frozen, load_run, step_seed, train_loop
 from .sampling import save_grid
 from .unet import UNet, UNetConfig
 
@@ -213,17 +213,7 @@ def model_from_checkpoint(path, device="cpu", use_ema: bool = True):
     """(U-Net with the checkpoint's weights, in eval mode; the run's ``ImageConfig``).  A state
     without a config, a config of another version (a missing or unknown field), an unknown
     method and missing or misshapen weights are ValueErrors naming what is wrong."""
-    tensors, state = load_image_checkpoint(path)
-    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
-        raise ValueError(f"checkpoint {path} holds no 'config' dict in its state")
-    what = f"the config of checkpoint {path}"
-    if not isinstance(state["config"].get("unet"), dict):
-        raise ValueError(f"{what} holds no 'unet' dict")
-    cfg = ImageConfig.from_dict(state["config"], what)
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise ValueError(f"{what}: {e}") from None
+    tensors, cfg = load_run(path, ImageConfig, "unet")
     net = UNet(cfg.unet)
     load_modules({"ema" if use_ema else "model": net}, tensors, path)
     return net.to(device).eval(), cfg

@@ -18,12 +18,12 @@ import torch
 
 from .. import _checks
 from ..backend import generator
-from ..checkpoint import load_image_checkpoint, load_modules, prefixed
+from ..checkpoint import load_modules, prefixed
 from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, to_model_range
 from ..methods import config_from_dict
 from .autoencoder import Autoencoder, AutoencoderConfig
-from .loop import LoopConfig, Task, batch_indices, step_seed, train_loop
+from .loop import LoopConfig, Task, batch_indices, load_run, step_seed, train_loop
 
 VQ_BUFFERS = ("codebook", "code_counts", "code_sums")
 
@@ -124,17 +124,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, out, resume: bool = False, de
 def autoencoder_from_checkpoint(path, device="cpu"):
     """(the EMA autoencoder in eval mode, the run's ``AutoencoderTrainConfig``).  The loop's EMA
     averages parameters only; a VQ codebook is itself an EMA, so its buffers are the model's."""
-    tensors, state = load_image_checkpoint(path)
-    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
-        raise ValueError(f"checkpoint {path} holds no 'config' dict in its state")
-    what = f"the config of checkpoint {path}"
-    if not isinstance(state["config"].get("autoencoder"), dict):
-        raise ValueError(f"{what} holds no 'autoencoder' dict")
-    cfg = AutoencoderTrainConfig.from_dict(state["config"], what)
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise ValueError(f"{what}: {e}") from None
+    tensors, cfg = load_run(path, AutoencoderTrainConfig, "autoencoder")
     net = Autoencoder(cfg.autoencoder)
     load_modules({"ema": net}, tensors, path)
     if cfg.autoencoder.reg == "vq":
