@@ -5,7 +5,7 @@ weights and fed the same batches:
 
 * autograd: ``train._NumpyStepper`` -- ``mlp`` traced by HIPS/autograd (primitives ``_np_linear``
   and ``_np_silu`` with hand-written VJPs), ``clip_grad_norm`` and our ``adam_update``;
-* torch:    ``train._TorchStepper``   -- ``TorchMLP``, ``loss.backward()``,
+* torch:    ``torch.toy.TorchStepper``   -- ``TorchMLP``, ``loss.backward()``,
   ``torch.nn.utils.clip_grad_norm_`` and ``torch.optim.AdamW`` (library defaults, i.e. foreach).
 
 One "step" is forward + backward + clipping + optimizer update on one batch, in float32.  The
@@ -37,7 +37,8 @@ import torch
 from minidiff.data.toy2d import sample_toy
 from minidiff.nn import init_mlp
 from minidiff.methods import Objective
-from minidiff.train import ToyConfig, _NumpyStepper, _TorchStepper
+from minidiff.torch.toy import TorchStepper as _TorchStepper
+from minidiff.train import ToyConfig, _NumpyStepper
 
 # ``float(loss)`` in _TorchStepper reads a tensor that requires grad; harmless here.
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")

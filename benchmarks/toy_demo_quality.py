@@ -37,6 +37,8 @@ FRESH_SEED = 20_000
 
 
 def run(name: str, max_seconds: float, n_pairs: int, sample_seed: int, backend: str) -> dict:
+    if backend == "torch":
+        import minidiff.torch  # noqa: F401  (registers the torch backend of the 2-D trainer)
     cfg = ToyConfig(dataset=name, max_seconds=max_seconds, backend=backend)
     # 2 n_pairs independent N-point data sets: the floor pairs them up (2i, 2i + 1)
     sets = [sample_toy(name, N, FLOOR_SEED0 + i) for i in range(2 * n_pairs)]

@@ -185,15 +185,24 @@ def _image_config_from(args):
 def _train_and_save(cfg, out: Path, resume: bool = False):
     from .train import train_toy
 
+    _toy_backend(cfg.backend)
     result = train_toy(cfg, progress=True, out=out, resume=resume)
     print(f"trained {result['steps']} steps in {result['seconds']:.1f} s "
           f"(final loss {np.mean(result['losses'][-100:]):.4f}); checkpoint in {out}/")
     return result
 
 
+def _toy_backend(name: str):
+    """The torch backend of the 2-D trainer comes with the torch package (it registers itself)."""
+    if name == "torch":
+        import minidiff.torch  # noqa: F401
+
+
 def _sample_and_report(params, config, out: Path, n: int, seed: int, backend: str, gif: bool,
                        sampler=None, steps=None, eta=0.0, sampler_kwargs=None):
     from . import plot
+
+    _toy_backend(backend)
     from .data.toy2d import sample_toy
     from .metrics import sliced_wasserstein_report
     from .train import ToyConfig, sample_from_params

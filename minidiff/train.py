@@ -7,15 +7,17 @@ optimiser (ours vs ``torch.optim.AdamW``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
 from functools import partial
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from . import _checks
-from .backend import generator, value_and_grad
+from .backend import generator, to_numpy, value_and_grad
 from .data.toy2d import DATASETS, sample_toy
 from .methods import MethodConfig, Objective, config_from_dict, raw_to_model, resolve_sampler, run_sampler
 from .nn import adam_init, adam_update, clip_grad_norm, ema_update, init_mlp, mlp
@@ -85,6 +87,34 @@ def _teacher(cfg: ToyConfig):
     return t_params, t_config
 
 
+# ----------------------------------------------------------------------------------------------
+# The trainer's backends.  What differs per backend is only the model, how the gradient is taken
+# and the optimiser (DESIGN section 3): NumPy/autograd is defined here; the torch package adds
+# 'torch' (``minidiff.torch.toy``) when it is imported, so that this core module never imports it.
+
+class ToyBackend(NamedTuple):
+    name: str
+    stepper: type                  # (cfg, params, objective, teacher) -> step / params / state / load_state
+    sampling_net: Callable         # init_mlp params -> the float64 network net(x, t) of this backend
+    float64: object                # the backend's float64 dtype (the sampler's starting noise)
+    no_grad: Callable              # a context manager for sampling
+
+
+TOY_BACKENDS: dict = {}
+
+
+def register_toy_backend(backend: ToyBackend):
+    TOY_BACKENDS[backend.name] = backend
+
+
+def toy_backend(name: str) -> ToyBackend:
+    """The registered backend ``name``; 'torch' is there once ``minidiff.torch`` is imported."""
+    if name == "torch" and name not in TOY_BACKENDS:
+        raise ValueError("backend 'torch' for 2-D models comes with the torch package: `import minidiff.torch` "
+                         "first (it needs the torch extra: pip install 'minidiff[torch]')")
+    return TOY_BACKENDS[_checks.choice("backend", name, tuple(TOY_BACKENDS) + ("torch",))]
+
+
 class _ToyRun:
     """Everything a 2-D run carries from one step to the next, so that a checkpoint holds it
     all and a resumed run continues exactly: the stepper (weights, optimiser, target), the EMA,
@@ -97,8 +127,7 @@ class _ToyRun:
         if teacher is not None:                                       # CM: start from the teacher
             init = [[np.asarray(W, dtype), np.asarray(b, dtype)] for W, b in teacher[0]]
         self.objective = Objective(cfg)
-        self.stepper = (_NumpyStepper if cfg.backend == "numpy" else _TorchStepper)(cfg, init, self.objective,
-                                                                                    teacher)
+        self.stepper = toy_backend(cfg.backend).stepper(cfg, init, self.objective, teacher)
         self.data_rng = np.random.default_rng(cfg.seed + 1)
         self.noise_rng = generator(cfg.seed + 2, backend="numpy")
         self.ema, self.losses, self.step, self.seconds = init, [], 0, 0.0
@@ -155,8 +184,6 @@ def train_toy(cfg: ToyConfig, progress: bool = True, callback=None, out=None, re
     cfg.validate()
     if resume and out is None:
         raise ValueError("resume needs out: the run folder to resume from")
-    import contextlib
-
     from .checkpoint import RunLock, is_toy_checkpoint
 
     with RunLock(out) if out is not None else contextlib.nullcontext():
@@ -235,70 +262,10 @@ class _NumpyStepper:
             self.target = unflatten_params("train.target", arrays)
 
 
-class _TorchStepper:
-    """A TorchMLP with the same initial weights, loss.backward() and torch.optim.AdamW."""
-
-    def __init__(self, cfg, params, objective, teacher=None):
-        import torch
-
-        from .torch.mlp import TorchMLP
-
-        self.torch, self.cfg, self.objective = torch, cfg, objective
-        self.model = TorchMLP.from_params(params)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
-        self.target = TorchMLP.from_params(params).requires_grad_(False) if objective.uses_target else None
-        self.teacher_D = None
-        if teacher is not None:
-            t_params, t_config = teacher
-            self.teacher_D = raw_to_model(TorchMLP.from_params(t_params).requires_grad_(False), t_config)
-
-    def step(self, x0, draws, lr, mu=None):
-        torch = self.torch
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        draws = {k: torch.from_numpy(np.asarray(v)) for k, v in draws.items()}
-        loss = self.objective.loss(self.model, torch.from_numpy(x0), draws, self.target, self.teacher_D)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
-        self.opt.step()
-        if self.target is not None:
-            from .torch.loop import ema_into
-            ema_into(self.target, self.model, mu)
-        return float(loss.detach())
-
-    def params(self):
-        return self.model.to_params()
-
-    def state(self):
-        """(arrays, JSON) of everything but the weights: AdamW's moments and steps, the target."""
-        from .checkpoint import flatten_params
-
-        arrays = {}
-        for i, p in enumerate(self.model.parameters()):
-            for name, v in self.opt.state[p].items():
-                arrays[f"torch_adamw.{i}.{name}"] = v.detach().cpu().numpy()
-        if self.target is not None:
-            arrays.update(flatten_params("target", self.target.to_params()))
-        return arrays, {"optimizer": {"type": "torch.optim.AdamW"}}
-
-    def load_state(self, arrays, state):
-        from .checkpoint import unflatten_params
-        from .torch.mlp import TorchMLP
-
-        torch = self.torch
-        with torch.no_grad():
-            for p, q in zip(self.model.parameters(), TorchMLP.from_params(unflatten_params("params", arrays)).parameters()):
-                p.copy_(q)
-        per_param = {}
-        for key, v in arrays.items():
-            if key.startswith("train.torch_adamw."):
-                i, name = key.removeprefix("train.torch_adamw.").split(".", 1)
-                per_param.setdefault(int(i), {})[name] = torch.from_numpy(np.array(v))
-        groups = self.opt.state_dict()["param_groups"]
-        self.opt.load_state_dict({"state": per_param, "param_groups": groups})
-        if self.target is not None:
-            self.target = TorchMLP.from_params(unflatten_params("train.target", arrays)).requires_grad_(False)
+register_toy_backend(ToyBackend(
+    "numpy", _NumpyStepper,
+    lambda params: partial(mlp, [[np.asarray(W, np.float64), np.asarray(b, np.float64)] for W, b in params]),
+    np.float64, contextlib.nullcontext))
 
 
 def sample_from_params(params, config, n: int, seed: int = 0, backend: str = "numpy", sampler=None,
@@ -314,25 +281,11 @@ def sample_from_params(params, config, n: int, seed: int = 0, backend: str = "nu
     n = _checks.positive_int("n", n)
     config = config_from_dict(ToyConfig, config, allow_missing=True)   # a dict's missing fields: the defaults
     sampler, steps = resolve_sampler(config, sampler, steps)
-    rng = generator(seed, backend=backend)
-    if backend == "numpy":
-        net = partial(mlp, [[np.asarray(W, np.float64), np.asarray(b, np.float64)] for W, b in params])
-        z = rng.randn((n, 2))
-    else:
-        import torch
-
-        from .torch.mlp import TorchMLP
-        net = TorchMLP.from_params(params, dtype=torch.float64)
-        z = rng.randn((n, 2), dtype=torch.float64)
+    backend = toy_backend(backend)
+    rng = generator(seed, backend=backend.name)
+    net = backend.sampling_net(params)                                  # float64
+    z = rng.randn((n, 2), dtype=backend.float64)                        # (n, 2)
     model = raw_to_model(net, config)
-    with _no_grad(backend):
+    with backend.no_grad():
         x0 = run_sampler(model, config, sampler, steps, eta, z, rng, callback, progress, sampler_kwargs)
-    return x0 if backend == "numpy" else x0.detach().cpu().numpy()
-
-
-def _no_grad(backend):
-    import contextlib
-    if backend == "torch":
-        import torch
-        return torch.no_grad()
-    return contextlib.nullcontext()
+    return to_numpy(x0)

@@ -44,7 +44,7 @@ def arrays_of(folder):
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_an_interrupted_2d_run_resumes_to_the_uninterrupted_weights(tmp_path, method, backend):
     if backend == "torch":
-        pytest.importorskip("torch")
+        pytest.importorskip("minidiff.torch")     # importing it registers the 2-D torch backend
     cfg = small(method=method, backend=backend)
     train_toy(cfg, progress=False, out=tmp_path / "a")
     with pytest.raises(Interrupt):

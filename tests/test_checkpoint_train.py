@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import minidiff.torch  # noqa: F401  (registers the torch backend of the 2-D trainer)
+
 from minidiff import checkpoint, train
 from minidiff.nn import adam_init, adam_update, clip_grad_norm, ema_update, global_norm, init_mlp
 
@@ -216,3 +218,14 @@ def test_load_never_unpickles(tmp_path):
     assert not marker.exists()
     # the state file is plain JSON
     json.loads((tmp_path / "state.json").read_text())
+
+
+def test_the_torch_backend_of_the_2d_trainer_comes_with_the_torch_package():
+    """The core never imports minidiff.torch; without it, backend 'torch' says what to import."""
+    import subprocess
+    import sys
+    code = ("from minidiff import train\n"
+            "try:\n    train.toy_backend('torch')\nexcept ValueError as e:\n    print(e)\n"
+            "import minidiff.torch\nprint(train.toy_backend('torch').stepper.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "import minidiff.torch" in out and out.strip().endswith("TorchStepper")

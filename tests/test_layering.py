@@ -15,9 +15,10 @@ LAYERS = [
                             "data.fetch", "metrics", "plot", "checkpoint"]),
     ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance", "autoencoding"]),
     ("method layer", ["methods"]),
+    ("the 2-D trainer", ["train"]),
     ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
-                               "torch.loop", "torch.sampling", "torch.autoencoder"]),
-    ("trainers", ["train", "torch.train", "torch.train_autoencoder"]),
+                               "torch.loop", "torch.sampling", "torch.toy", "torch.autoencoder"]),
+    ("trainers", ["torch.train", "torch.train_autoencoder"]),
     ("lessons and command line", ["exercises", "check", "cli"]),
 ]
 LAYER_OF = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
@@ -100,6 +101,14 @@ def test_no_import_goes_up_a_layer(graph):
 
 def test_no_circle_of_imports(graph):
     assert circles(graph) == []
+
+
+def test_the_core_never_imports_the_torch_package(graph):
+    """torch is an extra: outside minidiff/torch/ only the command line may import it (the 2-D
+    trainer's torch backend registers itself from minidiff.torch.toy)."""
+    reaching = [f"{a} imports {b}" for a, targets in sorted(graph.items()) if not a.startswith("torch.") and a != "cli"
+                for b in sorted(targets) if b.startswith("torch.")]
+    assert reaching == []
 
 
 def test_the_import_graph_is_read_from_the_source(graph):

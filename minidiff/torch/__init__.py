@@ -4,6 +4,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("minidiff.torch needs PyTorch: pip install 'minidiff[torch]' (see the README)") from e
 
+from . import toy  # noqa: F401  (registers the torch backend of the 2-D trainer)
 from .mlp import TorchMLP
 from .unet import UNet, UNetConfig
 
