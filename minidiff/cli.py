@@ -241,37 +241,16 @@ def _sample_and_report(params, config, out: Path, n: int, seed: int, backend: st
 
 
 def _load_toy(path, option: str = "--ckpt"):
-    """A 2-D checkpoint, checked whole before use: (params, ema, ToyConfig).  A missing or
-    unknown config field (another version's checkpoint), an unknown method, a missing array or
-    one whose shape the config does not give is a ValueError naming it."""
-    from .checkpoint import load_toy_checkpoint
-    from .nn import init_mlp
-    from .train import ToyConfig
+    """A 2-D checkpoint, checked whole before use (``train.load_toy_run``): (params, ema, ToyConfig),
+    its errors prefixed with the option that named it."""
+    from .train import load_toy_run
 
     try:
-        params, ema, state = load_toy_checkpoint(path)
-    except KeyError as e:  # a layer's W without its b
-        raise ValueError(f"{option} {path}: the checkpoint lacks the array {e}") from None
+        return load_toy_run(path)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{option}: {e}") from None
     except ValueError as e:
         raise ValueError(f"{option}: {e}") from None
-    config = state.get("config")
-    if not isinstance(config, dict):
-        raise ValueError(f"{option} {path}: state.json holds no 'config' dict")
-    cfg = ToyConfig.from_dict(config, f"the config of {option} {path}").validate()
-    expected = init_mlp(0, 2, cfg.hidden, cfg.depth, cfg.t_dim)
-    for name, layers in (("params", params), ("ema", ema)):
-        if len(layers) != len(expected):
-            raise ValueError(f"{option} {path}: '{name}' has {len(layers)} layers, its config (depth "
-                             f"{cfg.depth}) needs {len(expected)}")
-        for i, ((W, b), (W0, b0)) in enumerate(zip(layers, expected)):
-            if W.shape != W0.shape or b.shape != b0.shape or not np.issubdtype(W.dtype, np.floating) \
-                    or not np.issubdtype(b.dtype, np.floating):
-                raise ValueError(f"{option} {path}: '{name}.{i}' is W {W.shape} {W.dtype}, b {b.shape} {b.dtype}; "
-                                 f"its config (hidden {cfg.hidden}, depth {cfg.depth}, t_dim {cfg.t_dim}) needs "
-                                 f"float W {W0.shape}, b {b0.shape}")
-    return params, ema, cfg
 
 
 def _refuse_given(args, options: dict, why: str):

@@ -76,12 +76,31 @@ def lr_at(cfg: ToyConfig, k: int, elapsed: float = 0.0) -> float:
     return float(cfg.lr * warm * (0.51 + 0.49 * np.cos(np.pi * progress)))
 
 
-def _teacher(cfg: ToyConfig):
-    """(params, config) of the CD teacher checkpoint, which must hold an 'edm' model."""
+def load_toy_run(path):
+    """(params, ema, ToyConfig) of a 2-D checkpoint, checked whole before use: another version's
+    config (a missing or unknown field), an invalid value, or weights whose layers or shapes the
+    config does not give are a ValueError naming them."""
     from .checkpoint import load_toy_checkpoint
 
-    _, t_params, t_state = load_toy_checkpoint(cfg.teacher)
-    t_config = ToyConfig.from_dict(t_state["config"], f"the config of teacher {cfg.teacher}")
+    params, ema, state = load_toy_checkpoint(path)
+    cfg = ToyConfig.from_dict(state["config"], f"the config of {path}").validate()
+    expected = init_mlp(0, 2, cfg.hidden, cfg.depth, cfg.t_dim)
+    for name, layers in (("params", params), ("ema", ema)):
+        if len(layers) != len(expected):
+            raise ValueError(f"{path}: '{name}' has {len(layers)} layers, its config (depth {cfg.depth}) needs "
+                             f"{len(expected)}")
+        for i, ((W, b), (W0, b0)) in enumerate(zip(layers, expected)):
+            if W.shape != W0.shape or b.shape != b0.shape or not np.issubdtype(W.dtype, np.floating) \
+                    or not np.issubdtype(b.dtype, np.floating):
+                raise ValueError(f"{path}: '{name}.{i}' is W {W.shape} {W.dtype}, b {b.shape} {b.dtype}; its config "
+                                 f"(hidden {cfg.hidden}, depth {cfg.depth}, t_dim {cfg.t_dim}) needs float W {W0.shape}, "
+                                 f"b {b0.shape}")
+    return params, ema, cfg
+
+
+def _teacher(cfg: ToyConfig):
+    """(EMA params, config) of the CD teacher checkpoint, which must hold an 'edm' model."""
+    _, t_params, t_config = load_toy_run(cfg.teacher)
     if t_config.method != "edm":
         raise ValueError(f"the teacher must be an 'edm' model, {cfg.teacher} holds {t_config.method!r}")
     return t_params, t_config
