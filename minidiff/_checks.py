@@ -7,9 +7,23 @@ from .backend import namespace, to_numpy
 
 
 def positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int_at_least(name, value, 1)
+
+
+def int_at_least(name: str, value, minimum: int) -> int:
+    """A config's integer field: an int (not a bool) >= ``minimum``, else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def finite_number(name: str, value, ok, allowed: str) -> float:
+    """A config's real field: a finite int or float (not a bool) for which ``ok(value)`` holds,
+    else a ValueError '<name> must be a finite number <allowed>'."""
+    good = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not (good and np.isfinite(value) and ok(value)):
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
+    return float(value)
 
 
 # --- boundary helpers (DDPM side)

@@ -11,7 +11,6 @@ training, CM Appendix C schedules) and 'ict' (improved consistency training).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
 import numpy as np
@@ -75,9 +74,9 @@ class MethodConfig:
         if isinstance(self.cm_N, bool) or not isinstance(self.cm_N, int) or self.cm_N < 2:
             raise ValueError(f"cm_N must be an integer >= 2 (a consistency schedule needs two noise levels), "
                              f"got {self.cm_N!r}")
-        _finite_in("sigma_data", self.sigma_data, 0, math.inf, closed=False)
-        _finite_in("cm_mu", self.cm_mu, 0, 1)
-        _finite_in("ema_decay", self.ema_decay, 0, 1)
+        _checks.finite_number("sigma_data", self.sigma_data, lambda v: v > 0, "in (0, inf)")
+        _checks.finite_number("cm_mu", self.cm_mu, lambda v: 0 <= v < 1, "in [0, 1)")
+        _checks.finite_number("ema_decay", self.ema_decay, lambda v: 0 <= v < 1, "in [0, 1)")
         if self.method == "cd" and not self.teacher:
             raise ValueError("method 'cd' needs teacher: the checkpoint of an 'edm' model")
         return self
@@ -112,15 +111,6 @@ def config_from_dict(cls, d, what: str = "config", allow_missing: bool = False):
                          + "; ".join(([f"unknown field(s) {unknown}"] if unknown else [])
                                      + ([f"missing field(s) {missing}"] if missing else [])))
     return cls(**d)
-
-
-def _finite_in(name: str, value, lo: float, hi: float, closed: bool = True):
-    """``value`` a finite real in [lo, hi) (``closed``: lo allowed) or (lo, hi)."""
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) \
-        and math.isfinite(value) and (lo <= value if closed else lo < value) and value < hi
-    if not ok:
-        interval = f"{'[' if closed else '('}{lo}, {hi})"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
 
 
 def method_config(config) -> MethodConfig:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import time
 from functools import partial
 from typing import Callable, NamedTuple
@@ -54,13 +53,10 @@ class ToyConfig(MethodConfig):
         _checks.choice("dtype", self.dtype, ("float32", "float64"))
         for name in ("steps", "batch_size", "hidden", "depth", "t_dim"):
             _checks.positive_int(name, getattr(self, name))
-        if isinstance(self.ckpt_every, bool) or not isinstance(self.ckpt_every, int) or self.ckpt_every < 0:
-            raise ValueError(f"ckpt_every must be an integer >= 0, got {self.ckpt_every!r}")
+        _checks.int_at_least("ckpt_every", self.ckpt_every, 0)
         for name, ok, allowed in (("lr", lambda v: v > 0, "> 0"), ("clip", lambda v: v >= 0, ">= 0"),
                                   ("max_seconds", lambda v: v >= 0, ">= 0 (0: no limit)")):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
-                raise ValueError(f"{name} must be a finite number {allowed}, got {v!r}")
+            _checks.finite_number(name, getattr(self, name), ok, allowed)
         return self
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import checkpoint
+from .. import _checks, checkpoint
 from ..nn import ema_update
 from ..nn.optim import ema_warmup
 
@@ -54,20 +54,14 @@ class LoopConfig:
 
     def validate_loop(self):
         for name in ("steps", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            _checks.int_at_least(name, getattr(self, name), 1)
         for name in ("warmup", "ckpt_every", "sample_every", "seed", "n_grid"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+            _checks.int_at_least(name, getattr(self, name), 0)
         for name, ok, allowed in (("lr", lambda v: v > 0, "> 0"), ("weight_decay", lambda v: v >= 0, ">= 0"),
                                   ("clip", lambda v: v >= 0, ">= 0 (0: off)"),
                                   ("max_seconds", lambda v: v >= 0, ">= 0 (0: no limit)"),
                                   ("ema_decay", lambda v: 0 <= v < 1, "in [0, 1)")):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
-                raise ValueError(f"{name} must be a finite number {allowed}, got {v!r}")
+            _checks.finite_number(name, getattr(self, name), ok, allowed)
         return self
 
 

@@ -76,8 +76,7 @@ class ImageConfig(MethodConfig, LoopConfig):
         MethodConfig.validate(self)
         self.validate_loop()
         _checks.choice("dataset", self.dataset, IMAGE_DATASETS)
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
-            raise ValueError(f"limit must be an integer >= 0, got {self.limit!r}")
+        _checks.int_at_least("limit", self.limit, 0)
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"p_uncond must lie in [0, 1), got {self.p_uncond}")
         if self.class_conditional and self.unet.num_classes is None:

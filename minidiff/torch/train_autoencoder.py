@@ -53,11 +53,8 @@ class AutoencoderTrainConfig(LoopConfig):
         self.validate_loop()
         _checks.choice("dataset", self.dataset, IMAGE_DATASETS)
         _checks.choice("rec_loss", self.rec_loss, ("l1", "l2"))
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
-            raise ValueError(f"limit must be an integer >= 0, got {self.limit!r}")
-        if isinstance(self.kl_weight, bool) or not isinstance(self.kl_weight, (int, float)) or not \
-                0 <= self.kl_weight < float("inf"):
-            raise ValueError(f"kl_weight must be a finite number >= 0, got {self.kl_weight!r}")
+        _checks.int_at_least("limit", self.limit, 0)
+        _checks.finite_number("kl_weight", self.kl_weight, lambda v: v >= 0, ">= 0")
         return self
 
     @classmethod
