@@ -160,18 +160,6 @@ def same_shape(name_a: str, a, name_b: str, b):
         raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(np.shape(a))} and {tuple(np.shape(b))}")
 
 
-def batch_of(name: str, t, x):
-    """``t`` must be a scalar or hold one entry per example of ``x``."""
-    if np.ndim(t) not in (0, 1) or (np.ndim(t) == 1 and np.shape(t)[0] != np.shape(x)[0]):
-        raise ValueError(f"{name} must be a scalar or have shape (B,) = ({np.shape(x)[0]},), got shape {tuple(np.shape(t))}")
-
-
-def finite(xp, value, what: str):
-    if not xp.all_finite(value):
-        raise ValueError(f"non-finite values (NaN or inf) in {what}")
-    return value
-
-
 def choice(name: str, value, allowed):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
