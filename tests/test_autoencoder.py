@@ -132,3 +132,17 @@ def test_strict_from_dict_names_unknown_and_missing_fields():
     with pytest.raises(ValueError, match="missing.*beta"):
         AutoencoderTrainConfig.from_dict({**d, "autoencoder": {k: v for k, v in d["autoencoder"].items()
                                                                if k != "beta"}})
+
+
+@pytest.mark.parametrize("reg", ["kl", "vq"])
+def test_padding_gives_a_latent_of_the_padded_size_and_crops_back(reg):
+    cfg = AutoencoderConfig(**{**TINY, "reg": reg, "image_size": 6, "padding": 1, "channel_mults": (1, 2, 2)})
+    assert cfg.latent_shape == (2, 2, 2)
+    net = Autoencoder(cfg)
+    x = torch.randn(3, 1, 6, 6)
+    out = net(x, torch.randn(3, 2, 2, 2) if reg == "kl" else None)
+    assert out["latent"].shape == (3, 2, 2, 2) and out["reconstruction"].shape == x.shape
+    with pytest.raises(ValueError, match="padding"):
+        AutoencoderConfig(**{**TINY, "image_size": 6, "padding": 0, "channel_mults": (1, 2, 2)})
+    with pytest.raises(ValueError, match="padding"):
+        AutoencoderConfig(**{**TINY, "padding": -1})

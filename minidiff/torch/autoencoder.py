@@ -33,6 +33,8 @@ class AutoencoderConfig:
     beta: float = 0.25                 # the commitment weight ('vq', VQ-VAE eq. 3)
     codebook_decay: float = 0.99       # gamma of the EMA codebook ('vq', VQ-VAE Appendix A.1)
     groups: int = 8                    # GroupNorm groups
+    padding: int = 0                   # background pixels (-1) added on each side before encoding and cropped
+                                       # after decoding: 28x28 with padding 2 and f = 4 gives 8x8 latents
 
     def __post_init__(self):
         self.channel_mults = tuple(self.channel_mults)
@@ -41,6 +43,8 @@ class AutoencoderConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or not 0 <= self.padding <= 64:
+            raise ValueError(f"padding must be an integer in [0, 64], got {self.padding!r}")
         if not self.channel_mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1
                                          for m in self.channel_mults):
             raise ValueError(f"channel_mults must be a non-empty tuple of integers >= 1, got {self.channel_mults!r}")
@@ -51,9 +55,9 @@ class AutoencoderConfig:
                                  f"{limit[1]}, got {v!r}")
             if isinstance(v, int) and v > limit:
                 raise ValueError(f"{name} must be at most {limit}, got {v!r}")
-        if self.image_size % self.factor:
-            raise ValueError(f"image_size must be divisible by the downsampling factor f = {self.factor}, "
-                             f"got {self.image_size}")
+        if self.padded_size % self.factor:
+            raise ValueError(f"image_size + 2 padding must be divisible by the downsampling factor f = "
+                             f"{self.factor}, got image_size {self.image_size} and padding {self.padding}")
         for m in self.channel_mults:
             if (self.base_channels * m) % self.groups:
                 raise ValueError(f"groups={self.groups} must divide every channel count, not {self.base_channels * m}")
@@ -70,9 +74,15 @@ class AutoencoderConfig:
         return 2 ** (len(self.channel_mults) - 1)
 
     @property
+    def padded_size(self) -> int:
+        """The side the encoder sees: image_size + 2 padding."""
+        return self.image_size + 2 * self.padding
+
+    @property
     def latent_shape(self) -> tuple:
-        """(c, H/f, W/f): the shape of one image's latent."""
-        return (self.latent_channels, self.image_size // self.factor, self.image_size // self.factor)
+        """(c, h, w) = (c, (H + 2 padding) / f, (W + 2 padding) / f): the shape of one image's latent."""
+        side = self.padded_size // self.factor
+        return (self.latent_channels, side, side)
 
 
 class ResnetBlock(nn.Module):
@@ -136,6 +146,9 @@ class Autoencoder(nn.Module):
 
     def encode(self, x):
         """x (B, C, H, W) -> moments (B, 2c, h, w) ('kl') or z_e (B, c, h, w) ('vq')."""
+        p = self.config.padding
+        if p:
+            x = F.pad(x, (p, p, p, p), value=-1.0)                          # (B, C, H + 2p, W + 2p)
         return self.enc_out(self.encoder(self.enc_in(x)))
 
     def quantize(self, z_e):
@@ -152,7 +165,9 @@ class Autoencoder(nn.Module):
         return self._decode(z)
 
     def _decode(self, z):
-        return self.dec_out(self.decoder(self.dec_in(z)))
+        x = self.dec_out(self.decoder(self.dec_in(z)))                     # (B, C, H + 2p, W + 2p)
+        p = self.config.padding
+        return x[..., p:x.shape[-2] - p, p:x.shape[-1] - p] if p else x
 
     @torch.no_grad()
     def _update_codebook(self, z_e, indices):
