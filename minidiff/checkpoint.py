@@ -328,6 +328,26 @@ def load_image_checkpoint(path, device="cpu"):
     return tensors, state
 
 
+def image_checkpoint_sha256(path) -> str:
+    """The sha256 that names an image checkpoint (over its state and every tensor, as
+    ``load_image_checkpoint`` verifies it): read from the file's metadata, not recomputed."""
+    from safetensors import safe_open
+
+    file = _image_path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"no image checkpoint at {file}")
+    regular_file(file, MAX_IMAGE_BYTES)
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+        digest = json.loads(meta[_META_KEY])["sha256"] if _META_KEY in meta else meta.get("sha256")
+    except Exception as e:
+        raise ValueError(f"checkpoint {file} is unreadable (truncated or tampered?): {e}") from e
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise ValueError(f"checkpoint {file} carries no sha256")
+    return digest
+
+
 def json_norm(v):
     """A value as JSON stores it (tuples become lists, dataclasses dicts), for comparing configs."""
     return json.loads(json.dumps(v, default=dataclasses.asdict))

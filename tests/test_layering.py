@@ -18,7 +18,7 @@ LAYERS = [
     ("the 2-D trainer", ["train"]),
     ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
                                "torch.loop", "torch.sampling", "torch.toy", "torch.autoencoder"]),
-    ("trainers", ["torch.train", "torch.train_autoencoder"]),
+    ("trainers", ["torch.train", "torch.train_autoencoder", "torch.latent"]),
     ("lessons and command line", ["exercises", "check", "cli"]),
 ]
 LAYER_OF = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}

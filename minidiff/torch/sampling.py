@@ -2,6 +2,7 @@
 in batches seeded by (seed, batch number), with class labels and classifier-free guidance."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -29,13 +30,15 @@ def _class_labels(cfg, n: int, class_labels):
 @torch.no_grad()
 def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, batch_size: int = 256,
                   eta: float = 0.0, device=None, progress: bool = False, class_labels=None,
-                  guidance: float | None = None, **sampler_kwargs) -> torch.Tensor:
+                  guidance: float | None = None, autoencoder=None, **sampler_kwargs) -> torch.Tensor:
     """``n`` images from the trained U-Net ``net`` with one of the core's samplers, in the model
     range [-1, 1]: (n, C, H, W) float32 on the CPU.  ``config``: the run's ``ImageConfig`` (as
     ``model_from_checkpoint`` returns it).  A class-conditional model draws class
     ``class_labels[i]`` for image i (default: i mod the number of classes; the null class
     num_classes gives the unconditional model), with classifier-free guidance of strength
-    ``guidance`` (Ho & Salimans' w; None: no guidance)."""
+    ``guidance`` (Ho & Salimans' w; None: no guidance).  A latent model (``config.autoencoder``
+    set) samples z and returns the decoded D(z / scale_factor): pass its ``autoencoder`` (the
+    module; ``minidiff.torch.latent.first_stage_for(config)`` loads the recorded one)."""
     if not isinstance(config, MethodConfig) or not hasattr(config, "unet"):
         raise TypeError(f"config must be the run's ImageConfig (model_from_checkpoint returns it), "
                         f"got {type(config).__name__}")
@@ -49,6 +52,11 @@ def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, 
         if not config.class_conditional:
             raise ValueError("guidance needs a class-conditional model (train with --class-conditional)")
         model = classifier_free_guidance(model, guidance, null_label=config.unet.num_classes)
+    latent = bool(getattr(config, "autoencoder", ""))
+    if latent:
+        _first_stage_fits(autoencoder, config)
+    elif autoencoder is not None:
+        raise ValueError("autoencoder was given but this is a pixel model (its config has no autoencoder)")
     u, chunks, starts = config.unet, [], range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -59,8 +67,36 @@ def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, 
         z = rng.randn((b, u.in_channels, u.image_size, u.image_size), dtype=torch.float32)   # (b, C, H, W)
         mk = {"class_labels": labels[s:s + b].to(device)} if labels is not None else {}
         x = run_sampler(model, config, sampler, steps, eta, z, rng, kwargs=sampler_kwargs, model_kwargs=mk)
+        if latent:                                                     # (b, c, h, w) -> (b, C, H, W)
+            x = decode_latents(autoencoder, x, config.scale_factor)
         chunks.append(x.float().cpu())
     return torch.cat(chunks)
+
+
+def _first_stage_fits(autoencoder, config):
+    """A latent model's autoencoder: a module whose latent is the U-Net's input."""
+    if autoencoder is None or not isinstance(autoencoder, torch.nn.Module) or not hasattr(autoencoder, "decode"):
+        raise ValueError("this is a latent model: pass autoencoder= (its first stage; "
+                         "minidiff.torch.latent.first_stage_for(config) loads the one it was trained with), got "
+                         f"{type(autoencoder).__name__}")
+    u, c = config.unet, autoencoder.config.latent_shape
+    if (u.in_channels, u.image_size, u.image_size) != c:
+        raise ValueError(f"autoencoder has {c[0]}x{c[1]}x{c[2]} latents but this latent model's U-Net takes "
+                         f"{u.in_channels}x{u.image_size}x{u.image_size}")
+    if not (config.scale_factor > 0 and math.isfinite(config.scale_factor)):
+        raise ValueError(f"scale_factor must be a finite number > 0 for a latent model, got {config.scale_factor}")
+
+
+@torch.no_grad()
+def decode_latents(autoencoder, z, scale_factor: float):
+    """x = D(z / s) (LDM section 3): the diffusion model's latents z (B, c, h, w), learnt at
+    scale s, decoded into images (B, C, H, W) in the model range (VQ: quantised first)."""
+    was_training = autoencoder.training
+    autoencoder.eval()
+    try:
+        return autoencoder.decode(z.to(next(autoencoder.parameters()).device) / scale_factor)
+    finally:
+        autoencoder.train(was_training)
 
 
 def save_grid(net, config, path, n: int = 64, seed: int = 0, device=None, **kwargs) -> Path:

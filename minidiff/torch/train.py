@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 
 import numpy as np
 import torch
@@ -28,8 +29,10 @@ from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, random_flip, to_model_range
 from ..guidance import drop_labels
 from ..methods import MethodConfig, Objective, config_from_dict, raw_to_model
-from .loop import LoopConfig, Task, batch_indices, ema_into, frozen, load_run, step_seed, train_loop
+from .latent import LATENT_STREAM, encoded_dataset, latent_of, latent_scale_factor, load_first_stage
+from .loop import LoopConfig, Task, batch_indices, ema_into, frozen, load_run, pick_device, step_seed, train_loop
 from .sampling import save_grid
+from .train_autoencoder import AutoencoderTrainConfig
 from .unet import UNet, UNetConfig
 
 # Presets: 'cpu' shows recognisable Fashion-MNIST samples after minutes on a laptop CPU, 'gpu' is
@@ -67,6 +70,10 @@ class ImageConfig(MethodConfig, LoopConfig):
     class_conditional: bool = False    # feed the labels to the U-Net (unet.num_classes = the number of classes)
     p_uncond: float = 0.1              # class_conditional: drop a label to the null class with this probability
                                        # (trains the unconditional model classifier-free guidance needs)
+    # a latent model (Rombach et al. 2022): the U-Net learns scale_factor * E(x) of this autoencoder
+    autoencoder: str = ""              # the autoencoder's checkpoint folder ('' : a pixel model)
+    autoencoder_sha256: str = ""       # its checkpoint's sha256, recorded when training starts
+    scale_factor: float = 0.0          # s: 1 / std of the training latents (0: measure it when training starts)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
 
     def __post_init__(self):
@@ -81,6 +88,15 @@ class ImageConfig(MethodConfig, LoopConfig):
             raise ValueError(f"p_uncond must lie in [0, 1), got {self.p_uncond}")
         if self.class_conditional and self.unet.num_classes is None:
             raise ValueError("class_conditional needs unet.num_classes (from_preset sets it for the built-in datasets)")
+        if not isinstance(self.autoencoder, str) or not isinstance(self.autoencoder_sha256, str):
+            raise ValueError("autoencoder and autoencoder_sha256 must be strings (a path, a hex digest)")
+        _checks.finite_number("scale_factor", self.scale_factor, lambda v: v >= 0, ">= 0 (0: measure it)")
+        if self.autoencoder_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.autoencoder_sha256):
+            raise ValueError(f"autoencoder_sha256 must be 64 hex digits, got {self.autoencoder_sha256!r}")
+        if not self.autoencoder and (self.autoencoder_sha256 or self.scale_factor):
+            raise ValueError("autoencoder_sha256 and scale_factor belong to a latent model: set autoencoder too")
+        if self.autoencoder and self.flip:
+            raise ValueError("flip is for pixel models: a latent model trains on the latents of unflipped images")
         return self
 
     @classmethod
@@ -99,7 +115,12 @@ class ImageConfig(MethodConfig, LoopConfig):
         levels = preset.pop("attention_levels")
         fields = {**preset, **{k: v for k, v in overrides.items() if k != "unet"}}
         C, size = DATASET_SHAPES.get(fields.get("dataset", cls.dataset), (1, 28))
-        unet = {"in_channels": C, "image_size": size, **preset["unet"], **overrides.get("unet", {})}
+        mults = preset["unet"]["channel_mults"]
+        if fields.get("autoencoder"):                                  # a latent model: the U-Net sized for z
+            C, size, _ = first_stage_shape(fields["autoencoder"])
+            mults = fitting_mults(mults, size)
+        unet = {"in_channels": C, "image_size": size, **preset["unet"], "channel_mults": mults,
+                **overrides.get("unet", {})}
         if fields.get("class_conditional") and "num_classes" not in overrides.get("unet", {}):
             unet["num_classes"] = NUM_CLASSES.get(fields.get("dataset", cls.dataset))
         if "attention_resolutions" not in overrides.get("unet", {}):
@@ -107,6 +128,23 @@ class ImageConfig(MethodConfig, LoopConfig):
             unet["attention_resolutions"] = tuple(sorted({res[i] for i in levels}))
         fields["unet"] = unet
         return cls(**fields)
+
+def first_stage_shape(path) -> tuple:
+    """(c, h, w): the latent shape of the autoencoder checkpoint at ``path``."""
+    try:
+        _, ae_cfg = load_run(path, AutoencoderTrainConfig, "autoencoder")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"autoencoder {path}: no checkpoint there (train one with `minidiff train "
+                                "--backend torch --model autoencoder --out DIR`)") from None
+    return ae_cfg.autoencoder.latent_shape
+
+
+def fitting_mults(mults: tuple, size: int) -> tuple:
+    """The longest prefix of ``mults`` whose halvings divide ``size`` and leave at least 2x2."""
+    while len(mults) > 1 and (size % 2 ** (len(mults) - 1) or size // 2 ** (len(mults) - 1) < 2):
+        mults = mults[:-1]
+    return tuple(mults)
+
 
 # ----------------------------------------------------------------------------------------------
 # Data: the whole training set lives on the device as uint8 (Fashion-MNIST: 47 MB).
@@ -132,14 +170,19 @@ class DiffusionTask(Task):
     """A U-Net trained with one of the methods (``Objective``): what ``train_loop`` runs for
     ``train_images``."""
 
-    def __init__(self, cfg: ImageConfig):
+    def __init__(self, cfg: ImageConfig, first_stage=None):
         self.cfg, self.objective = cfg, Objective(cfg)
         self.target = self.teacher = self.teacher_D = None
+        # a latent model: (autoencoder, its train config, the training set's encodings, labels)
+        self.first_stage = first_stage
 
     def build(self, device, dist):
         cfg = self.cfg
         self.device, self.dist = device, dist
-        self.data, self.labels = load_training_images(cfg, device)     # (N, C, H, W) uint8, (N,) int64
+        if self.first_stage is None:
+            self.data, self.labels = load_training_images(cfg, device)  # (N, C, H, W) uint8, (N,) int64
+        else:                                                          # (N, 2c or c, h, w) float32, (N,)
+            self.data, self.labels = (t.to(device) for t in self.first_stage[2:])
         self.model = UNet(cfg.unet).to(device)
         if self.objective.uses_target:                                 # CD, CT: an EMA target network
             self.target = copy.deepcopy(self.model).requires_grad_(False).eval()
@@ -150,6 +193,9 @@ class DiffusionTask(Task):
             if json_norm(cfg.unet) != json_norm(t_config.unet):
                 raise ValueError("method 'cd' starts from the teacher's weights: its unet config must equal "
                                  "the teacher's")
+            if (cfg.autoencoder_sha256, cfg.scale_factor) != (t_config.autoencoder_sha256, t_config.scale_factor):
+                raise ValueError("method 'cd': the teacher learnt the latents of another autoencoder (or another "
+                                 "scale factor) than this run's")
             self.teacher.requires_grad_(False)
             self.teacher_D = raw_to_model(frozen(self.teacher), t_config)
         return self.model
@@ -164,11 +210,17 @@ class DiffusionTask(Task):
 
     def loss(self, net, k: int):
         cfg, dist, device = self.cfg, self.dist, self.device
-        GB = cfg.batch_size * dist.world
-        shape, mine = (GB,) + tuple(self.data.shape[1:]), dist.mine(GB)
+        GB, u = cfg.batch_size * dist.world, cfg.unet
+        shape, mine = (GB, u.in_channels, u.image_size, u.image_size), dist.mine(GB)
         # this step's batch and randomness: seeded by (seed, step), drawn for the global batch, sliced
         idx = torch.from_numpy(batch_indices(len(self.data), GB, cfg.seed, k)).to(device)
-        x0 = to_model_range(self.data[idx])                            # (GB, C, H, W) in [-1, 1]
+        if self.first_stage is None:
+            x0 = to_model_range(self.data[idx])                        # (GB, C, H, W) in [-1, 1]
+        else:                                                          # (GB, c, h, w): z = s E(x)
+            ae_cfg = self.first_stage[1].autoencoder
+            eps = (generator(step_seed(cfg.seed, k, LATENT_STREAM), backend="torch", device=device).randn(
+                shape, dtype=torch.float32) if ae_cfg.reg == "kl" else None)
+            x0 = cfg.scale_factor * latent_of(ae_cfg, self.data[idx], eps)
         model_kwargs = {}
         if cfg.class_conditional:                                      # CFG Algorithm 1: some labels -> null
             y = drop_labels(self.labels[idx], cfg.p_uncond, cfg.unet.num_classes,
@@ -192,7 +244,8 @@ class DiffusionTask(Task):
             ema_into(self.target, model, self.objective.levels(k)[1])
 
     def sample(self, ema, path):
-        save_grid(ema, self.cfg, path, self.cfg.n_grid, device=self.device)
+        ae = self.first_stage[0].to(self.device) if self.first_stage is not None else None
+        save_grid(ema, self.cfg, path, self.cfg.n_grid, device=self.device, autoencoder=ae)
 
 
 def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progress: bool = True,
@@ -202,10 +255,38 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
     (RANK / WORLD_SIZE / LOCAL_RANK from the environment); rank 0 writes.
     Returns {'steps', 'losses', 'seconds', 'images_per_second', 'checkpoint'}."""
     cfg.validate()
-    result = train_loop(DiffusionTask(cfg), cfg, out, resume=resume, device=device, progress=progress, log=log,
-                        desc=f"{cfg.method} on {cfg.dataset}")
+    first_stage = None
+    if cfg.autoencoder:
+        cfg, first_stage = prepare_latents(cfg, device, log)
+    result = train_loop(DiffusionTask(cfg, first_stage), cfg, out, resume=resume, device=device, progress=progress,
+                        log=log, desc=f"{cfg.method} on {cfg.dataset}" + (" latents" if cfg.autoencoder else ""))
     result["images_per_second"] = result.pop("examples_per_second")
+    result["config"] = cfg
     return result
+
+
+def prepare_latents(cfg: ImageConfig, device=None, log=print):
+    """A latent run's first stage: (cfg with the autoencoder's sha256 and the scale factor filled
+    in, (autoencoder, its config, the training set's encodings, labels)).  The encodings come
+    from the cache keyed by the autoencoder's sha256 (``encoded_dataset``); the U-Net must take
+    the autoencoder's latents, and an autoencoder other than the recorded one is refused."""
+    ae, ae_cfg, sha = load_first_stage(cfg.autoencoder, cfg.autoencoder_sha256 or None,
+                                       pick_device(str(device) if device is not None else None))
+    u, c = cfg.unet, ae_cfg.autoencoder.latent_shape
+    if (u.in_channels, u.image_size, u.image_size) != c:
+        raise ValueError(f"autoencoder {cfg.autoencoder} gives {c[0]}x{c[1]}x{c[2]} latents but the U-Net takes "
+                         f"in_channels={u.in_channels}, image_size={u.image_size}: set them to {c[0]} and {c[1]} "
+                         "(ImageConfig.from_preset(..., autoencoder=...) does)")
+    if cfg.dataset != ae_cfg.dataset:
+        log(f"note: the autoencoder was trained on {ae_cfg.dataset!r}, the latent model learns {cfg.dataset!r}")
+    encoded, labels = encoded_dataset(ae, sha, cfg.dataset, "train", root=cfg.data_root or None,
+                                      limit=cfg.limit, device=next(ae.parameters()).device, log=log)
+    if cfg.class_conditional and int(labels.max()) >= u.num_classes:
+        raise ValueError(f"dataset {cfg.dataset!r} has labels up to {int(labels.max())} but unet.num_classes is "
+                         f"{u.num_classes}")
+    scale = cfg.scale_factor or latent_scale_factor(ae_cfg.autoencoder, encoded, cfg.seed)
+    cfg = dataclasses.replace(cfg, autoencoder_sha256=sha, scale_factor=scale)
+    return cfg, (ae, ae_cfg, encoded, labels)
 
 
 def model_from_checkpoint(path, device="cpu", use_ema: bool = True):

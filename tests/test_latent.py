@@ -1,0 +1,190 @@
+"""Latent diffusion (minidiff.torch.latent): a U-Net trained on the scaled latents of a trained
+autoencoder with the unchanged objectives and samplers, the encoded-dataset cache keyed by the
+autoencoder's sha256, and the refusals (another autoencoder, a bad scale factor, images given
+to a latent model).  On scikit-learn's 8x8 digits with tiny networks."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+pytest.importorskip("sklearn")
+
+from minidiff.checkpoint import image_checkpoint_sha256, load_image_checkpoint  # noqa: E402
+from minidiff.data.images import load_images  # noqa: E402
+from minidiff.torch import latent  # noqa: E402
+from minidiff.torch.sampling import decode_latents, sample_images  # noqa: E402
+from minidiff.torch.train import ImageConfig, fitting_mults, model_from_checkpoint, train_images  # noqa: E402
+from minidiff.torch.train_autoencoder import AutoencoderTrainConfig, train_autoencoder  # noqa: E402
+
+AE = dict(image_size=8, base_channels=8, channel_mults=(1, 2), groups=4, latent_channels=2, codebook_size=16)
+
+
+def ae_config(reg="kl", seed=3, steps=30, **ae):
+    return AutoencoderTrainConfig(dataset="digits", steps=steps, batch_size=32, lr=3e-3, warmup=5, ckpt_every=0,
+                                  sample_every=0, seed=seed, autoencoder={**AE, "reg": reg, **ae})
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """Every test gets its own latent cache ($MINIDIFF_DATA)."""
+    monkeypatch.setenv("MINIDIFF_DATA", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "latents"
+
+
+@pytest.fixture(scope="module", params=["kl", "vq"])
+def first_stage(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"ae-{request.param}")
+    train_autoencoder(ae_config(request.param), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def kl_stage(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ae-kl")
+    train_autoencoder(ae_config("kl"), out, progress=False)
+    return out
+
+
+def latent_cfg(ae_dir, method="edm", **kw):
+    return ImageConfig.from_preset("tiny", dataset="digits", method=method, autoencoder=str(ae_dir),
+                                   **{"steps": 6, "batch_size": 16, "ckpt_every": 3, **kw})
+
+
+def quiet(*_):
+    pass
+
+
+def test_the_preset_sizes_the_unet_for_the_latent(kl_stage):
+    cfg = latent_cfg(kl_stage)
+    assert (cfg.unet.in_channels, cfg.unet.image_size) == (2, 4)
+    assert fitting_mults((1, 2, 4), 8) == (1, 2, 4) and fitting_mults((1, 2, 4), 14) == (1, 2)
+    assert fitting_mults((1, 2, 2), 4) == (1, 2) and fitting_mults((1, 2), 3) == (1,)
+
+
+def test_training_records_the_autoencoder_and_a_scale_giving_unit_variance(first_stage, tmp_path):
+    result = train_images(latent_cfg(first_stage), tmp_path / "run", progress=False, log=quiet)
+    _, state = load_image_checkpoint(tmp_path / "run")
+    saved = state["config"]
+    assert saved["autoencoder_sha256"] == image_checkpoint_sha256(first_stage) == result["config"].autoencoder_sha256
+    # independently: the training latents (KL: one posterior sample each) times s have std 1
+    ae, ae_cfg, _ = latent.load_first_stage(first_stage)
+    images, _ = load_images("digits", "train")
+    with torch.no_grad():
+        h = ae.encode(torch.from_numpy(images).float() / 127.5 - 1.0).double()
+    if ae_cfg.autoencoder.reg == "kl":
+        mean, logvar = h.chunk(2, dim=1)
+        noise = latent.generator(latent.step_seed(0, 0, latent.SCALE_STREAM), backend="torch").randn(
+            mean.shape, dtype=torch.float32).double()
+        h = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * noise
+    s = saved["scale_factor"]
+    assert s > 0 and abs(s * float(h.std(unbiased=False)) - 1.0) < 1e-4
+
+
+def test_samples_are_decoded_images_and_need_the_autoencoder(first_stage, tmp_path):
+    train_images(latent_cfg(first_stage, steps=3), tmp_path / "run", progress=False, log=quiet)
+    net, cfg = model_from_checkpoint(tmp_path / "run")
+    ae = latent.first_stage_for(cfg)
+    x = sample_images(net, cfg, 5, steps=3, autoencoder=ae)
+    assert x.shape == (5, 1, 8, 8) and torch.isfinite(x).all()
+    # the decoder's input is z / s: decoding the sampled latents by hand gives the same images
+    torch.manual_seed(0)
+    z = torch.randn(2, 2, 4, 4)
+    assert torch.allclose(decode_latents(ae, z, cfg.scale_factor), ae.eval().decode(z / cfg.scale_factor))
+    with pytest.raises(ValueError, match="latent model: pass autoencoder"):
+        sample_images(net, cfg, 2, steps=2)
+    with pytest.raises(ValueError, match="scale_factor"):
+        sample_images(net, dataclasses.replace(cfg, scale_factor=math.inf), 2, steps=2, autoencoder=ae)
+    with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):       # images given to a latent model
+        net(torch.zeros(2, 1, 8, 8), torch.ones(2))
+
+
+def test_the_cache_is_written_once_and_read_back(kl_stage, tmp_path, cache, monkeypatch):
+    train_images(latent_cfg(kl_stage, steps=2), tmp_path / "a", progress=False, log=quiet)
+    files = list(cache.glob("*.safetensors"))
+    assert len(files) == 1 and files[0].name.startswith(image_checkpoint_sha256(kl_stage)[:16])
+
+    def no_encoding(*a, **k):
+        raise AssertionError("encoded again although the cache holds the latents")
+    monkeypatch.setattr(latent, "encode_images", no_encoding)
+    train_images(latent_cfg(kl_stage, steps=2), tmp_path / "b", progress=False, log=quiet)
+    a, _ = load_image_checkpoint(tmp_path / "a")
+    b, _ = load_image_checkpoint(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    files[0].write_bytes(b"not a safetensors file")                    # a damaged cache is rebuilt
+    monkeypatch.undo()
+    train_images(latent_cfg(kl_stage, steps=2), tmp_path / "c", progress=False, log=quiet)
+    c, _ = load_image_checkpoint(tmp_path / "c")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_is_bit_identical(kl_stage, tmp_path):
+    train_images(latent_cfg(kl_stage), tmp_path / "a", progress=False, log=quiet)
+    train_images(latent_cfg(kl_stage, max_seconds=1e-9), tmp_path / "b", progress=False, log=quiet)
+    assert load_image_checkpoint(tmp_path / "b")[1]["step"] == 1
+    train_images(latent_cfg(kl_stage), tmp_path / "b", resume=True, progress=False, log=quiet)
+    a, _ = load_image_checkpoint(tmp_path / "a")
+    b, state = load_image_checkpoint(tmp_path / "b")
+    assert state["step"] == 6 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_another_autoencoder_is_refused(tmp_path):
+    ae_dir = tmp_path / "ae"
+    train_autoencoder(ae_config("kl", steps=4), ae_dir, progress=False)
+    train_images(latent_cfg(ae_dir, steps=2), tmp_path / "run", progress=False, log=quiet)
+    net, cfg = model_from_checkpoint(tmp_path / "run")
+    train_autoencoder(ae_config("kl", steps=4, seed=11), ae_dir, progress=False)   # same folder, new weights
+    with pytest.raises(ValueError, match="sha256"):
+        latent.first_stage_for(cfg)
+    with pytest.raises(ValueError, match="autoencoder_sha256"):         # resuming on the new autoencoder
+        train_images(latent_cfg(ae_dir, steps=4), tmp_path / "run", resume=True, progress=False, log=quiet)
+    with pytest.raises(FileNotFoundError, match="--autoencoder"):
+        latent.first_stage_for(cfg, tmp_path / "nowhere")
+
+
+def test_an_autoencoder_of_another_size_is_refused(kl_stage, tmp_path):
+    cfg = latent_cfg(kl_stage)
+    wrong = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, in_channels=3))
+    with pytest.raises(ValueError, match="in_channels"):
+        train_images(wrong, tmp_path / "run", progress=False, log=quiet)
+    other = tmp_path / "ae-f1"
+    train_autoencoder(ae_config("kl", steps=2, channel_mults=(1,)), other, progress=False)
+    ae, _, _ = latent.load_first_stage(other)
+    train_images(latent_cfg(kl_stage, steps=1), tmp_path / "ok", progress=False, log=quiet)
+    net, good = model_from_checkpoint(tmp_path / "ok")
+    with pytest.raises(ValueError, match="latents"):
+        sample_images(net, good, 2, steps=2, autoencoder=ae)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("scale_factor", math.nan, "scale_factor"), ("scale_factor", math.inf, "scale_factor"),
+    ("scale_factor", -1.0, "scale_factor"), ("autoencoder_sha256", "abc", "autoencoder_sha256"),
+    ("flip", True, "flip")])
+def test_bad_latent_fields_are_named(kl_stage, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(latent_cfg(kl_stage), **{field: value}).validate()
+
+
+def test_latent_fields_without_an_autoencoder_are_refused():
+    with pytest.raises(ValueError, match="set autoencoder"):
+        ImageConfig.from_preset("tiny", dataset="digits", scale_factor=0.5).validate()
+
+
+def test_a_collapsed_autoencoder_has_no_scale_factor(kl_stage):
+    ae, ae_cfg, _ = latent.load_first_stage(kl_stage)
+    encoded = torch.zeros(10, 4, 4, 4)                                  # mu = 0, log-variance 0 ... sample: std 1
+    assert abs(latent.latent_scale_factor(ae_cfg.autoencoder, encoded) - 1.0) < 0.3
+    vq = dataclasses.replace(ae_cfg.autoencoder, reg="vq")
+    with pytest.raises(ValueError, match="collapsed"):
+        latent.latent_scale_factor(vq, torch.zeros(10, 2, 4, 4))
+
+
+@pytest.mark.parametrize("method", ["ddpm", "ct"])
+def test_the_other_objectives_train_on_latents_unchanged(kl_stage, tmp_path, method):
+    result = train_images(latent_cfg(kl_stage, method=method, steps=4), tmp_path / method, progress=False, log=quiet)
+    assert result["steps"] == 4 and np.all(np.isfinite(result["losses"]))
+    net, cfg = model_from_checkpoint(tmp_path / method)
+    x = sample_images(net, cfg, 3, autoencoder=latent.first_stage_for(cfg), steps=2 if method == "ct" else None)
+    assert x.shape == (3, 1, 8, 8)
