@@ -152,6 +152,12 @@ def _add_train_args(p, defaults):
     g.add_argument("--image-size", type=int_at_least(1), default=None, help="dataset folder: resize to this size")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3), help="dataset folder: 1 grey, 3 RGB")
     g.add_argument("--no-bf16", action="store_true", default=None, help="train in float32 on CUDA too")
+    g.add_argument("--model", default=None, choices=("unet", "autoencoder"),
+                   help="unet: a diffusion model (the default); autoencoder: the first stage of a latent model")
+    g.add_argument("--reg", default=None, choices=("kl", "vq"),
+                   help="--model autoencoder: KL towards N(0, I) (the default) or a VQ codebook")
+    g.add_argument("--autoencoder", default=None, metavar="DIR",
+                   help="train a latent model on the latents of this autoencoder checkpoint")
     p.set_defaults(image_only={a.option_strings[0]: a.dest for a in g._group_actions})
 
 
@@ -176,7 +182,7 @@ def _image_config_from(args):
         schedule=args.schedule, seed=args.seed, scheme=args.scheme, teacher=args.teacher, cm_N=args.cm_N,
         metric=args.metric, data_root=args.data_root or "", limit=args.limit or 0, flip=bool(args.flip),
         compile=bool(args.compile), class_conditional=bool(args.class_conditional),
-        bf16=not args.no_bf16, unet={k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels))
+        bf16=not args.no_bf16, autoencoder=args.autoencoder or "", unet={k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels))
                                         if v is not None},
         **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup"))
 
@@ -293,7 +299,8 @@ def cmd_train(args):
     return 0
 
 
-def _train_images(args):
+def _check_image_data(args):
+    """--backend torch and --data-root for an image run (either model)."""
     if args.backend != "torch":
         raise UsageError(f"--dataset {args.dataset} is an image dataset: image models train on the PyTorch "
                          "backend, pass --backend torch")
@@ -306,13 +313,23 @@ def _train_images(args):
             raise UsageError(f"--data-root {args.data_root} is not a folder")
     elif args.dataset == "folder":
         raise UsageError("--dataset folder needs --data-root (the folder of images)")
+    if args.device:
+        _device(args)
+
+
+def _train_images(args):
+    _check_image_data(args)
+    if args.model == "autoencoder":
+        return _train_autoencoder(args)
+    _refuse_given(args, {"--reg": "reg"}, "for --model autoencoder")
     from .torch.train import train_images
     from .torch.unet import UNet
 
-    if args.device:
-        _device(args)
+    if args.autoencoder is not None and not Path(args.autoencoder).exists():
+        raise UsageError(f"--autoencoder {args.autoencoder}: no such checkpoint folder (train one with "
+                         "`minidiff train --backend torch --model autoencoder --out DIR`)")
     cfg = _image_config_from(args).validate()
-    out = Path(args.out or f"runs/{args.dataset}-{cfg.method}")
+    out = Path(args.out or f"runs/{args.dataset}-{cfg.method}{'-latent' if cfg.autoencoder else ''}")
     _writable_target("--out", out)
     if cfg.method == "cd":                                       # a bad teacher: refused before training
         from .torch.train import model_from_checkpoint
@@ -322,13 +339,48 @@ def _train_images(args):
             raise type(e)(f"--teacher: {e}") from None
     main_process = int(os.environ.get("RANK", 0)) == 0           # under torchrun only rank 0 prints
     if main_process:
-        print(f"minidiff train: {cfg.method} on {cfg.dataset}, preset {args.preset or 'cpu'}: {cfg.steps} steps "
+        on = f" on the latents of {cfg.autoencoder}" if cfg.autoencoder else ""
+        print(f"minidiff train: {cfg.method} on {cfg.dataset}{on}, preset {args.preset or 'cpu'}: {cfg.steps} steps "
               f"of {cfg.batch_size} images | {UNet(cfg.unet).summary()}")
-    result = train_images(cfg, out, resume=bool(args.resume), device=args.device)
+    result = train_images(cfg, out, resume=bool(args.resume), device=args.device,
+                          log=print if main_process else (lambda *_: None))
     if main_process:
+        scale = f", scale factor {result['config'].scale_factor:.5f}" if cfg.autoencoder else ""
         print(f"trained to step {result['steps']} ({result['images_per_second']:.0f} images/s, "
-              f"final loss {np.mean(result['losses'][-50:]) if result['losses'] else float('nan'):.4f}); "
+              f"final loss {np.mean(result['losses'][-50:]) if result['losses'] else float('nan'):.4f}{scale}); "
               f"checkpoint in {out}/")
+    return 0
+
+
+def _train_autoencoder(args):
+    from .torch.autoencoder import Autoencoder
+    from .torch.train_autoencoder import AutoencoderTrainConfig, train_autoencoder
+
+    _refuse_given(args, {"--method": "method", "--teacher": "teacher", "--class-conditional": "class_conditional",
+                         "--autoencoder": "autoencoder", "--flip": "flip"},
+                  "for diffusion models; --model autoencoder trains the first stage")
+    reg = args.reg or "kl"
+    shape = {k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels)) if v is not None}
+    cfg = AutoencoderTrainConfig.from_preset(
+        args.preset or "cpu", dataset=args.dataset, seed=args.seed, data_root=args.data_root or "",
+        limit=args.limit or 0, compile=bool(args.compile), bf16=not args.no_bf16,
+        autoencoder={"reg": reg, **shape},
+        **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup")).validate()
+    out = Path(args.out or f"runs/{args.dataset}-ae-{reg}")
+    _writable_target("--out", out)
+    main_process = int(os.environ.get("RANK", 0)) == 0
+    a = cfg.autoencoder
+    if main_process:
+        n = sum(p.numel() for p in Autoencoder(a).parameters())
+        print(f"minidiff train: {reg} autoencoder on {cfg.dataset}, preset {args.preset or 'cpu'}: {cfg.steps} steps "
+              f"of {cfg.batch_size} images | f = {a.factor}, latent {'x'.join(map(str, a.latent_shape))}, "
+              f"{n / 1e6:.2f} M parameters")
+    result = train_autoencoder(cfg, out, resume=bool(args.resume), device=args.device,
+                               log=print if main_process else (lambda *_: None))
+    if main_process:
+        print(f"trained to step {result['steps']} ({result['examples_per_second']:.0f} images/s, "
+              f"final loss {np.mean(result['losses'][-50:]) if result['losses'] else float('nan'):.4f}); "
+              f"checkpoint in {out}/ (evaluate it with `minidiff eval --ckpt {out}`)")
     return 0
 
 
@@ -375,7 +427,6 @@ def _image_out(args, default_name: str) -> Path:
 def _sample_images(args):
     from .plot import save_image_grid
     from .torch.sampling import sample_images
-    from .torch.train import model_from_checkpoint
 
     _refuse_given(args, {"--backend": "backend", "--gif": "gif"}, "for 2-D models; this is an image checkpoint")
     out = _image_out(args, "grid.png")
@@ -383,15 +434,93 @@ def _sample_images(args):
         out = out / "grid.png"
     _writable_target("--out", out, is_file=True)
     device = _device(args)
-    net, config = model_from_checkpoint(args.ckpt, device=device, use_ema=not args.no_ema)
+    if _is_autoencoder(args.ckpt):
+        return _reconstruct(args, out, device)
+    net, config, ae = _load_image_model(args, device)
     sampler, _ = _check_sampler(args, config)
     t0 = time.perf_counter()
     n = args.n or 64
     x = sample_images(net, config, n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                       batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True,
-                      class_labels=_class_labels(args, n), guidance=args.guidance, **_sampler_kwargs(args, sampler))
+                      class_labels=_class_labels(args, n), guidance=args.guidance, autoencoder=ae,
+                      **_sampler_kwargs(args, sampler))
     save_image_grid(x, out)
     print(f"{n} samples in {time.perf_counter() - t0:.1f} s; grid in {out}")
+    return 0
+
+
+def _load_image_model(args, device):
+    """(U-Net, its ImageConfig, the autoencoder of a latent model or None) of --ckpt."""
+    from .torch.train import model_from_checkpoint
+
+    net, config = model_from_checkpoint(args.ckpt, device=device, use_ema=not args.no_ema)
+    if not config.autoencoder:
+        _refuse_given(args, {"--autoencoder": "autoencoder"}, f"for latent models; {args.ckpt} is a pixel model")
+        return net, config, None
+    from .torch.latent import first_stage_for
+
+    return net, config, first_stage_for(config, args.autoencoder, device)
+
+
+def _is_autoencoder(path) -> bool:
+    """Whether the image checkpoint at ``path`` holds an autoencoder (its config has one)."""
+    from .checkpoint import load_image_checkpoint
+
+    _, state = load_image_checkpoint(path)
+    config = state.get("config") if isinstance(state, dict) else None
+    return isinstance(config, dict) and isinstance(config.get("autoencoder"), dict) and "unet" not in config
+
+
+_AE_REFUSED = {"--sampler": "sampler", "--steps": "steps", "--guidance": "guidance", "--class": "class_label",
+               "--autoencoder": "autoencoder", "--inception-weights": "inception_weights",
+               **{option: dest for option, (dest, _) in SAMPLER_OPTIONS.items()}}
+
+
+def _test_images(config, n: int, seed: int):
+    """n test images of the autoencoder's dataset in [-1, 1] (a random subset drawn with seed)."""
+    from .torch.evaluate import reference_images
+
+    return reference_images(config.dataset, "test", None if n is None else n, seed, root=config.data_root or None)
+
+
+def _reconstruct(args, out: Path, device):
+    """`minidiff sample --ckpt AE`: a grid of test images, each beside its reconstruction."""
+    import torch
+
+    from .plot import save_image_grid
+    from .torch.train_autoencoder import autoencoder_from_checkpoint
+
+    _refuse_given(args, _AE_REFUSED, "for diffusion models; this is an autoencoder checkpoint")
+    ae, config = autoencoder_from_checkpoint(args.ckpt, device=device)
+    n = min(args.n or 32, 10000)
+    x = _test_images(config, n, args.seed)
+    with torch.no_grad():
+        x_hat = ae(x.to(device))["reconstruction"].float().cpu().clamp(-1, 1)
+    pairs = torch.stack([x, x_hat], 1).reshape(-1, *x.shape[1:])       # image i, then its reconstruction
+    save_image_grid(pairs, out, nrow=2 * int(np.ceil(np.sqrt(n / 2))))
+    print(f"{n} test images beside their reconstructions in {out}")
+    return 0
+
+
+def _evaluate_autoencoder(args, out: Path, device):
+    """`minidiff eval --ckpt AE`: reconstruction metrics on the test set."""
+    import torch
+
+    from .torch.evaluate import evaluate_autoencoder
+    from .torch.train_autoencoder import autoencoder_from_checkpoint
+
+    _refuse_given(args, _AE_REFUSED, "for diffusion models; this is an autoencoder checkpoint")
+    ae, config = autoencoder_from_checkpoint(args.ckpt, device=device)
+    x = _test_images(config, args.n, args.seed)
+    t0 = time.perf_counter()
+    report = evaluate_autoencoder(ae, x)
+    report.update({"checkpoint": str(args.ckpt), "dataset": config.dataset, "split": "test",
+                   "seconds": time.perf_counter() - t0, "device": str(device), "torch": torch.__version__})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    shown = ", ".join(f"{k} {report[k]:.4g}" for k in ("mse", "psnr", "ssim", "fd", "codebook_usage", "perplexity")
+                      if isinstance(report.get(k), (int, float)))
+    print(f"reconstruction of {len(x)} test images: {shown}; report in {out}")
     return 0
 
 
@@ -415,7 +544,6 @@ def cmd_eval(args):
     from .checkpoint import is_image_checkpoint
     from .torch.evaluate import evaluate_images
     from .torch.sampling import sample_images
-    from .torch.train import model_from_checkpoint
 
     if args.inception_weights and not Path(args.inception_weights).is_file():
         raise UsageError(f"--inception-weights {args.inception_weights} is not a file")
@@ -425,13 +553,15 @@ def cmd_eval(args):
     out = _image_out(args, "eval.json")
     _writable_target("--out", out, is_file=True)
     device = _device(args)
-    net, config = model_from_checkpoint(args.ckpt, device=device, use_ema=not args.no_ema)
+    if _is_autoencoder(args.ckpt):
+        return _evaluate_autoencoder(args, out, device)
+    net, config, ae = _load_image_model(args, device)
     sampler, steps = _check_sampler(args, config)
     t0 = time.perf_counter()
     labels = _class_labels(args, args.n)
     x = sample_images(net, config, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                       batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True, class_labels=labels,
-                      guidance=args.guidance, **_sampler_kwargs(args, sampler))
+                      guidance=args.guidance, autoencoder=ae, **_sampler_kwargs(args, sampler))
     seconds = time.perf_counter() - t0
     accuracy = {}
     if config.class_conditional and config.dataset == "fashion-mnist":   # image i: class i mod 10 or --class
@@ -443,7 +573,8 @@ def cmd_eval(args):
                              root=config.data_root or None, **extra)
     report.update({"checkpoint": str(args.ckpt), "sampler": sampler, "steps": steps,
                    "sampling_seconds": seconds, "device": str(next(net.parameters()).device),
-                   "torch": torch.__version__, "guidance": args.guidance, "class": args.class_label, **accuracy})
+                   "torch": torch.__version__, "guidance": args.guidance, "class": args.class_label, **accuracy,
+                   **({"autoencoder_sha256": config.autoencoder_sha256} if config.autoencoder else {})})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"{report.get('fd_label', 'FD')}: {report['fd']:.3f}, KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f} "
@@ -460,8 +591,8 @@ def cmd_sample(args):
         return _sample_images(args)
     _refuse_given(args, {"--guidance": "guidance", "--class": "class_label"},
                   "for class-conditional image models; this is a 2-D checkpoint")
-    _refuse_given(args, {"--batch-size": "batch_size", "--device": "device"}, "for image models; this is a 2-D "
-                  "checkpoint")
+    _refuse_given(args, {"--batch-size": "batch_size", "--device": "device", "--autoencoder": "autoencoder"},
+                  "for image models; this is a 2-D checkpoint")
     ckpt = Path(args.ckpt)
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
     _writable_target("--out", out)
@@ -532,6 +663,8 @@ def _add_sample_args(p, n_default):
     p.add_argument("--batch-size", type=int_at_least(1), default=None, help="images: samples per batch "
                    "(default 256)")
     p.add_argument("--device", default=None, help="images: cuda, mps or cpu (default: the first available)")
+    p.add_argument("--autoencoder", default=None, metavar="DIR", help="latent models: the autoencoder checkpoint "
+                   "(default: the path recorded at training; its sha256 must be the recorded one)")
 
 
 def build_parser():

@@ -26,6 +26,7 @@ BAD_STRINGS = {
     "--teacher": (["/nonexistent/teacher", "--method", "cd"], "--teacher"),
     "--data-root": (["/nonexistent/data"], "--data-root"),
     "--device": (["bogus"], "--device"),
+    "--autoencoder": (["/nonexistent/ae"], "--autoencoder"),
     "--inception-weights": (["/nonexistent/weights.pth"], "--inception-weights"),
     "--url": (["ftp://example"], "--url"),
     "--hint": (["no_such_exercise"], "no_such_exercise"),
@@ -139,7 +140,8 @@ def test_a_bad_value_of_each_option_is_one_line_and_exit_2(base, name, values, w
 def test_image_only_options_are_refused_on_2d_runs(option, tmp_path, capsys):
     action = next(a for a in _subparsers()["train"]._actions if option in a.option_strings)
     value = [] if action.nargs == 0 else {"--preset": ["tiny"], "--channels": ["1"], "--device": ["cpu"],
-                                          "--data-root": [str(tmp_path)]}.get(option, ["3"])
+                                          "--data-root": [str(tmp_path)], "--model": ["autoencoder"],
+                                          "--reg": ["vq"], "--autoencoder": [str(tmp_path)]}.get(option, ["3"])
     code, err = _run(["train", "--dataset", "8gaussians", "--steps", "2", "--out", str(tmp_path / "o"), option,
                       *value], capsys)
     _assert_one_line(code, err, option)

@@ -188,3 +188,25 @@ def test_the_other_objectives_train_on_latents_unchanged(kl_stage, tmp_path, met
     net, cfg = model_from_checkpoint(tmp_path / method)
     x = sample_images(net, cfg, 3, autoencoder=latent.first_stage_for(cfg), steps=2 if method == "ct" else None)
     assert x.shape == (3, 1, 8, 8)
+
+
+def test_the_command_line_trains_and_samples_a_latent_model(kl_stage, tmp_path, capsys):
+    from minidiff.cli import main
+
+    run, grid = tmp_path / "run", tmp_path / "g.png"
+    assert main(["train", "--backend", "torch", "--dataset", "digits", "--preset", "tiny", "--steps", "2",
+                 "--autoencoder", str(kl_stage), "--out", str(run)]) == 0
+    assert "on the latents of" in capsys.readouterr().out
+    assert main(["sample", "--ckpt", str(run), "--n", "4", "--steps", "2", "--out", str(grid)]) == 0
+    assert grid.stat().st_size > 100
+    other = tmp_path / "other"
+    train_autoencoder(ae_config("kl", steps=2, seed=5), other, progress=False)
+    assert main(["sample", "--ckpt", str(run), "--n", "4", "--autoencoder", str(other)]) == 2
+    assert "sha256" in capsys.readouterr().err
+    for argv, says in ((["--autoencoder", str(tmp_path / "nowhere")], "no such checkpoint"),
+                       (["--autoencoder", str(kl_stage), "--flip"], "flip"),
+                       (["--reg", "vq"], "--model autoencoder")):
+        assert main(["train", "--backend", "torch", "--dataset", "digits", "--preset", "tiny", "--steps", "1",
+                     "--out", str(tmp_path / "x"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err

@@ -111,23 +111,33 @@ class ImageConfig(MethodConfig, LoopConfig):
         """A preset, with the U-Net sized for ``overrides['dataset']`` and any field overridden
         (``unet`` fields by a dict)."""
         _checks.choice("preset", name, tuple(PRESETS))
-        preset = dict(PRESETS[name])
-        levels = preset.pop("attention_levels")
+        preset = {k: v for k, v in PRESETS[name].items() if k not in ("unet", "attention_levels")}
         fields = {**preset, **{k: v for k, v in overrides.items() if k != "unet"}}
-        C, size = DATASET_SHAPES.get(fields.get("dataset", cls.dataset), (1, 28))
-        mults = preset["unet"]["channel_mults"]
+        dataset = fields.get("dataset", cls.dataset)
+        C, size = DATASET_SHAPES.get(dataset, (1, 28))
         if fields.get("autoencoder"):                                  # a latent model: the U-Net sized for z
             C, size, _ = first_stage_shape(fields["autoencoder"])
-            mults = fitting_mults(mults, size)
-        unet = {"in_channels": C, "image_size": size, **preset["unet"], "channel_mults": mults,
-                **overrides.get("unet", {})}
-        if fields.get("class_conditional") and "num_classes" not in overrides.get("unet", {}):
-            unet["num_classes"] = NUM_CLASSES.get(fields.get("dataset", cls.dataset))
-        if "attention_resolutions" not in overrides.get("unet", {}):
-            res = [unet["image_size"] // 2 ** i for i in range(len(unet["channel_mults"]))]
-            unet["attention_resolutions"] = tuple(sorted({res[i] for i in levels}))
-        fields["unet"] = unet
+        unet = dict(overrides.get("unet", {}))
+        C, size = unet.pop("in_channels", C), unet.pop("image_size", size)
+        if fields.get("class_conditional") and "num_classes" not in unet:
+            unet["num_classes"] = NUM_CLASSES.get(dataset)
+        fields["unet"] = preset_unet(name, C, size, **unet)
         return cls(**fields)
+
+
+def preset_unet(name: str, in_channels: int, image_size: int, **overrides) -> dict:
+    """The U-Net fields of preset ``name`` for inputs (in_channels, image_size, image_size): its
+    channel_mults cut to what the size allows (``fitting_mults``), self-attention at the preset's
+    levels, any field overridden."""
+    _checks.choice("preset", name, tuple(PRESETS))
+    preset = PRESETS[name]
+    unet = {"in_channels": in_channels, "image_size": image_size, **preset["unet"],
+            "channel_mults": fitting_mults(preset["unet"]["channel_mults"], image_size), **overrides}
+    if "attention_resolutions" not in overrides:
+        res = [unet["image_size"] // 2 ** i for i in range(len(unet["channel_mults"]))]
+        unet["attention_resolutions"] = tuple(sorted({res[i] for i in preset["attention_levels"]}))
+    return unet
+
 
 def first_stage_shape(path) -> tuple:
     """(c, h, w): the latent shape of the autoencoder checkpoint at ``path``."""
