@@ -285,3 +285,58 @@ def test_bad_net_and_arguments_are_named():
         evaluate_autoencoder(Shifted(0.1), some_images(2), batch_size=0)
     with pytest.raises(ValueError, match="min_usage"):
         evaluate_autoencoder(Shifted(0.1), some_images(2), min_usage=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# The optional PatchGAN discriminator.
+
+def test_discriminator_trains_from_disc_start_and_its_optimiser_is_checkpointed(tmp_path):
+    result = train_autoencoder(tiny("kl", steps=4, disc_weight=0.5, disc_start=2, disc_layers=1, disc_channels=8),
+                               tmp_path / "gan", progress=False)
+    assert np.all(np.isfinite(result["losses"]))
+    tensors, state = load_image_checkpoint(tmp_path / "gan")
+    assert any(k.startswith("disc.") for k in tensors) and any(k.startswith("optim_disc.") for k in tensors)
+    assert int(tensors["optim_disc.0.step"]) == 2                        # D stepped at steps 2 and 3 only
+    assert state["extra_optimizers"]["disc"][0]["betas"] == [0.5, 0.9]
+    plain, _ = load_image_checkpoint(train_autoencoder(tiny("kl", steps=4), tmp_path / "plain",
+                                                       progress=False)["checkpoint"])
+    late, _ = load_image_checkpoint(train_autoencoder(tiny("kl", steps=4, disc_weight=0.5, disc_start=10,
+                                                           disc_layers=1, disc_channels=8), tmp_path / "late",
+                                                      progress=False)["checkpoint"])
+    for k in plain:                                                      # before disc_start: no GAN at all
+        assert torch.equal(plain[k], late[k]), k
+
+
+def test_gan_resume_reproduces_the_uninterrupted_run(tmp_path):
+    kw = dict(steps=6, ckpt_every=3, disc_weight=0.5, disc_start=0, disc_layers=1, disc_channels=8)
+    train_autoencoder(tiny("vq", **kw), tmp_path / "a", progress=False)
+    train_autoencoder(tiny("vq", **kw, max_seconds=1e-9), tmp_path / "b", progress=False)
+    train_autoencoder(tiny("vq", **kw), tmp_path / "b", resume=True, progress=False, log=lambda *_: None)
+    a, _ = load_image_checkpoint(tmp_path / "a")
+    b, state = load_image_checkpoint(tmp_path / "b")
+    assert state["step"] == 6 and set(a) == set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+
+
+def test_adaptive_weight_matches_the_gradient_norms_at_the_last_layer():
+    from minidiff.torch.autoencoder import PatchDiscriminator, adaptive_gan_weight
+    net = Autoencoder(AutoencoderConfig(**TINY)).double()
+    D = PatchDiscriminator(1, 8, 1).double()
+    x = torch.rand(4, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    x_hat = net(x)["reconstruction"]
+    rec, g = (x_hat - x).abs().mean(), -D(x_hat).mean()
+    W = net.dec_out[-1].weight
+    lam = adaptive_gan_weight(rec, g, W, eps=0.0)
+    g_rec, = torch.autograd.grad(rec, W, retain_graph=True)
+    g_gan, = torch.autograd.grad(lam * g, W, retain_graph=True)
+    assert not lam.requires_grad
+    assert float(g_gan.norm()) == pytest.approx(float(g_rec.norm()), rel=1e-12)
+
+
+@pytest.mark.parametrize("field,value,match", [("disc_layers", 2, "disc_layers=2 leaves no patch"),
+                                               ("disc_channels", 6, "disc_channels"), ("disc_weight", -1.0,
+                                                                                       "disc_weight"),
+                                               ("disc_start", -1, "disc_start")])
+def test_bad_discriminator_fields_are_named(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**{"disc_weight": 0.1, field: value}).validate()

@@ -287,3 +287,59 @@ def largest_ssim_sigma(side: int) -> float:
     """The sigma above which ``ssim_window`` exceeds ``side`` pixels (exclusive bound)."""
     half = (side - 1) // 2                      # int(3.5 sigma + 0.5) <= half
     return (half + 1 - 0.5) / 3.5
+
+
+# ----------------------------------------------------------------------------------------------
+# The optional adversarial term of LDM's first stage (its LPIPSWithDiscriminator, from taming).
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (Isola et al. 2017, "pix2pix", section 3.2.2) in the shape of taming's
+    NLayerDiscriminator: a 4x4 stride-2 conv and LeakyReLU(0.2), ``n_layers - 1`` more stride-2
+    convs doubling the channels (at most 8x), one stride-1 conv, then a stride-1 conv to one logit
+    per patch.  GroupNorm replaces its BatchNorm, so a rank's statistics do not depend on how the
+    global batch is split (two processes = one on the doubled batch).
+    x (B, C, H, W) -> logits (B, 1, h, w), one per overlapping patch."""
+
+    def __init__(self, in_channels: int = 1, channels: int = 32, n_layers: int = 2, groups: int = 8):
+        super().__init__()
+        layers, ch = [nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2)], channels
+        for i in range(1, n_layers + 1):
+            out = channels * min(2 ** i, 8)
+            layers += [nn.Conv2d(ch, out, 4, stride=2 if i < n_layers else 1, padding=1, bias=False),
+                       nn.GroupNorm(groups, out), nn.LeakyReLU(0.2)]
+            ch = out
+        layers.append(nn.Conv2d(ch, 1, 4, stride=1, padding=1))
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.main(x)
+
+
+def hinge_d_loss(logits_real, logits_fake):
+    """The discriminator's hinge loss (Lim & Ye 2017; taming's hinge_d_loss):
+    1/2 (mean relu(1 - D(x)) + mean relu(1 + D(x_hat))).  Logits of any shape -> scalar."""
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def adaptive_gan_weight(rec_loss, gan_loss, last_layer, eps: float = 1e-4, max_weight: float = 1e4,
+                        reduce=None):
+    """LDM / taming's adaptive weight (Esser et al. 2021, "Taming Transformers", eq. 7):
+    lambda = ||grad_{G_L} L_rec|| / (||grad_{G_L} L_GAN|| + eps) at the decoder's last layer G_L,
+    clamped to [0, max_weight] and detached, so the GAN gradient there is as large as the
+    reconstruction's.  ``reduce`` (e.g. the mean over ranks) is applied to both gradients first."""
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    if reduce is not None:
+        g_rec, g_gan = reduce(g_rec), reduce(g_gan)
+    return (g_rec.norm() / (g_gan.norm() + eps)).clamp(0.0, max_weight).detach()
+
+
+def all_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over the ranks under torchrun (P > 1), else ``t``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / dist.get_world_size()

@@ -25,7 +25,8 @@ from ..checkpoint import load_modules, prefixed
 from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, to_model_range
 from ..methods import config_from_dict
-from .autoencoder import Autoencoder, AutoencoderConfig, largest_ssim_sigma, ssim_per_image, ssim_window
+from .autoencoder import (Autoencoder, AutoencoderConfig, PatchDiscriminator, adaptive_gan_weight, all_mean,
+                          hinge_d_loss, largest_ssim_sigma, ssim_per_image, ssim_window)
 from .loop import LoopConfig, Task, batch_indices, load_run, step_seed, train_loop
 from .train import DATASET_SHAPES
 
@@ -81,6 +82,11 @@ class AutoencoderTrainConfig(LoopConfig):
     scaled by P: per pixel the loss is mean |x_hat - x| + ssim_weight (1 - SSIM), where the l1
     error is on the [-1, 1] model range (1 - SSIM lies in [0, 2], typically below 0.3).
 
+    With ``disc_weight`` > 0, from step ``disc_start`` on (LDM's LPIPSWithDiscriminator without
+    LPIPS): L += disc_weight * lambda * L_G with L_G = -mean D(x_hat) of a ``PatchDiscriminator``
+    and lambda the adaptive weight (``adaptive_gan_weight``) against the per-pixel rec (+ SSIM)
+    term, and after each step D takes one Adam step (lr, betas (0.5, 0.9)) on the hinge loss.
+
     'vq' only: every ``restart_every`` steps (0: never) the codebook usage and perplexity of
     the codes picked over those steps are logged, and the codes picked fewer than
     ``restart_threshold`` times are restarted (``Autoencoder.restart_dead_codes``)."""
@@ -93,6 +99,10 @@ class AutoencoderTrainConfig(LoopConfig):
     ssim_sigma: float = 1.5            # the Gaussian SSIM window's sigma (1.5: 11x11, Wang et al. 2004)
     restart_every: int = 0             # 'vq': log code usage and restart dead codes every this many steps (0: off)
     restart_threshold: float = 1.0     # 'vq': restart the codes picked fewer times than this over the window
+    disc_weight: float = 0.0           # the adversarial term's weight (0: no discriminator)
+    disc_start: int = 0                # the step from which the discriminator trains and its term counts
+    disc_layers: int = 2               # stride-2 layers of the PatchGAN discriminator
+    disc_channels: int = 32            # its first layer's channels (a multiple of 4: GroupNorm of 8 groups)
     autoencoder: AutoencoderConfig = dataclasses.field(default_factory=AutoencoderConfig)
 
     def __post_init__(self):
@@ -108,7 +118,16 @@ class AutoencoderTrainConfig(LoopConfig):
         _checks.finite_number("ssim_sigma", self.ssim_sigma, lambda v: v > 0, "> 0")
         _checks.int_at_least("restart_every", self.restart_every, 0)
         _checks.finite_number("restart_threshold", self.restart_threshold, lambda v: v >= 0, ">= 0")
+        _checks.finite_number("disc_weight", self.disc_weight, lambda v: v >= 0, ">= 0 (0: off)")
+        _checks.int_at_least("disc_start", self.disc_start, 0)
+        _checks.int_at_least("disc_layers", self.disc_layers, 1)
+        _checks.int_at_least("disc_channels", self.disc_channels, 4)
+        if self.disc_channels % 4 or self.disc_channels > 256:
+            raise ValueError(f"disc_channels must be a multiple of 4 in [4, 256], got {self.disc_channels}")
         size = self.autoencoder.image_size
+        if self.disc_weight and patch_grid(size, self.disc_layers) < 1:
+            raise ValueError(f"disc_layers={self.disc_layers} leaves no patch of {size}x{size} images: "
+                             f"use fewer (at most {max_disc_layers(size)})")
         if self.ssim_weight and ssim_window(self.ssim_sigma) > size:
             raise ValueError(f"ssim_sigma={self.ssim_sigma} gives a {ssim_window(self.ssim_sigma)}-pixel Gaussian "
                              f"SSIM window, larger than the {size}x{size} images: use ssim_sigma < "
@@ -144,6 +163,21 @@ class AutoencoderTrainConfig(LoopConfig):
         return config_from_dict(cls, d, what)
 
 
+def patch_grid(size: int, n_layers: int) -> int:
+    """The side of ``PatchDiscriminator``'s logit grid on size x size images (4x4 convs, padding
+    1: stride 2 halves (floor), stride 1 takes one off)."""
+    for _ in range(n_layers):
+        size = (size - 2) // 2 + 1 if size >= 2 else 0
+    return size - 2 if size >= 3 else 0      # the stride-1 conv, then the logit conv
+
+
+def max_disc_layers(size: int) -> int:
+    n = 1
+    while patch_grid(size, n + 1) >= 1 and n < 8:
+        n += 1
+    return n
+
+
 def load_autoencoder_images(cfg: AutoencoderTrainConfig, device) -> torch.Tensor:
     """The training images (N, C, H, W) uint8 on ``device``, checked against the autoencoder."""
     a = cfg.autoencoder
@@ -163,11 +197,23 @@ class AutoencoderTask(Task):
     def __init__(self, cfg: AutoencoderTrainConfig, log=None):
         self.cfg, self.log = cfg, log
         self.code_log = []                 # 'vq': {'step', 'usage', 'perplexity', 'picks', 'restarted'} per window
+        self.disc = self.d_opt = self.d_batch = None
 
     def build(self, device, dist):
+        cfg = self.cfg
         self.device, self.dist = device, dist
-        self.data = load_autoencoder_images(self.cfg, device)          # (N, C, H, W) uint8
-        return Autoencoder(self.cfg.autoencoder)
+        self.data = load_autoencoder_images(cfg, device)               # (N, C, H, W) uint8
+        self.model = Autoencoder(cfg.autoencoder)                      # first: the same weights with or without D
+        if cfg.disc_weight:
+            self.disc = PatchDiscriminator(cfg.autoencoder.in_channels, cfg.disc_channels, cfg.disc_layers).to(device)
+            self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+        return self.model
+
+    def extra_modules(self) -> dict:
+        return {"disc": self.disc} if self.disc is not None else {}
+
+    def extra_optimizers(self) -> dict:
+        return {"disc": self.d_opt} if self.d_opt is not None else {}
 
     def loss(self, net, k: int):
         cfg, dist = self.cfg, self.dist
@@ -187,12 +233,37 @@ class AutoencoderTask(Task):
         pixels = float(x[0].numel())
         reg = cfg.kl_weight * out["kl"] if a.reg == "kl" else pixels * out["commitment"]
         if cfg.ssim_weight:
-            reg = reg + cfg.ssim_weight * pixels * (1.0 - ssim_per_image(out["reconstruction"], x, cfg.ssim_sigma))
-        return (rec + reg).mean() / pixels
+            rec = rec + cfg.ssim_weight * pixels * (1.0 - ssim_per_image(out["reconstruction"], x, cfg.ssim_sigma))
+        loss = (rec + reg).mean() / pixels
+        if self.disc is not None and k >= cfg.disc_start:
+            x_hat = out["reconstruction"].float()
+            self.disc.requires_grad_(False)                            # L_G trains the autoencoder only
+            g_loss = -self.disc(x_hat).mean()
+            self.disc.requires_grad_(True)
+            lam = adaptive_gan_weight(rec.mean() / pixels, g_loss, self.model.dec_out[-1].weight, reduce=all_mean)
+            loss = loss + cfg.disc_weight * lam * g_loss
+            self.d_batch = (x.detach(), x_hat.detach())                # D's step follows the optimiser's
+        return loss
 
     def after_step(self, model, k: int):
-        """'vq', every ``restart_every`` steps: the window's code usage and perplexity, then the
-        dead-code restarts, their candidates drawn with (seed, k, RESTART_STREAM)."""
+        """The discriminator's step on this step's batch (if any); then, 'vq', every
+        ``restart_every`` steps: the window's code usage and perplexity and the dead-code restarts,
+        their candidates drawn with (seed, k, RESTART_STREAM)."""
+        if self.d_batch is not None:
+            self.discriminator_step(*self.d_batch)
+            self.d_batch = None
+        self.restart_codes(model, k)
+
+    def discriminator_step(self, x, x_hat):
+        """One Adam step of D on the hinge loss (``hinge_d_loss``), its gradient averaged over ranks."""
+        d_loss = hinge_d_loss(self.disc(x), self.disc(x_hat))
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        for p in self.disc.parameters():
+            p.grad = all_mean(p.grad)
+        self.d_opt.step()
+
+    def restart_codes(self, model, k: int):
         cfg = self.cfg
         if cfg.autoencoder.reg != "vq" or not cfg.restart_every or (k + 1) % cfg.restart_every:
             return
@@ -246,11 +317,14 @@ def main(argv=None) -> int:
     p.add_argument("--dropout", type=float, default=0.0, help="accepted for the loop tests; the autoencoder has none")
     p.add_argument("--reg", default="kl", choices=("kl", "vq"))
     p.add_argument("--restart-every", type=int, default=0, help="'vq': dead-code restarts every this many steps")
+    p.add_argument("--disc-weight", type=float, default=0.0, help="the PatchGAN term's weight (0: none)")
+    p.add_argument("--disc-start", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
     cfg = AutoencoderTrainConfig(steps=args.steps, batch_size=args.batch_size, ckpt_every=args.ckpt_every,
                                  seed=args.seed, lr=args.lr, warmup=args.warmup, sample_every=0, dataset="digits",
-                                 restart_every=args.restart_every,
+                                 restart_every=args.restart_every, disc_weight=args.disc_weight,
+                                 disc_start=args.disc_start, disc_layers=1, disc_channels=8,
                                  autoencoder=dict(image_size=8, base_channels=8, channel_mults=(1, 2), groups=4,
                                                   latent_channels=2, reg=args.reg, codebook_size=16))
     train_autoencoder(cfg, args.out, resume=args.resume, device="cpu", progress=False, log=print)
