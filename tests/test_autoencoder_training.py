@@ -170,7 +170,7 @@ def test_ssim_weight_zero_is_the_old_loss_and_the_term_adds_its_scaled_value():
     task2, net2 = built_task(with_ssim)
     s = ssim_per_image(out["reconstruction"], x, 0.7)
     extra = float((task2.loss(net2, k) - old).detach())
-    expected = float(0.5 * (1 - s).mean())
+    expected = float(0.5 * (1 - s).mean().detach())
     # a float32 sum of B * P terms of size <= 2: rounding ~ eps * (B P) * 2 / P per pixel
     assert abs(extra - expected) <= 8 * np.finfo(np.float32).eps * cfg.batch_size * 2 + 1e-6
 
