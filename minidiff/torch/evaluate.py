@@ -13,6 +13,7 @@ torchmetrics' FID as well; nothing is ever downloaded.
     report = evaluate_images(samples)          # samples: (N, 1, 28, 28) in [-1, 1]
     report["fd"], report["kid_mean"], report["kid_std"]
     classifier_accuracy(samples, labels)       # class-conditional samples and their intended labels
+    evaluate_autoencoder(net, images)          # a first stage's MSE, PSNR, SSIM, reconstruction FD, VQ usage
 """
 from __future__ import annotations
 

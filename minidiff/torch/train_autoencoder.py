@@ -64,8 +64,6 @@ def even_latent_padding(image_size: int, factor: int) -> int:
     return 0
 
 
-
-
 @dataclasses.dataclass
 class AutoencoderTrainConfig(LoopConfig):
     """An autoencoder run (saved in the checkpoint).  The loss per example is
@@ -172,6 +170,7 @@ def patch_grid(size: int, n_layers: int) -> int:
 
 
 def max_disc_layers(size: int) -> int:
+    """The most ``disc_layers`` (up to 8) that leave a logit grid on size x size images."""
     n = 1
     while patch_grid(size, n + 1) >= 1 and n < 8:
         n += 1
