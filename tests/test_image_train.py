@@ -106,16 +106,23 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
 
 
 # The loop's guarantees hold for any model it trains: the U-Net through the CLI, the small
-# denoising MLP of tests/loop_models.py and the KL autoencoder through the same train_loop.
+# denoising MLP of tests/loop_models.py and the KL and VQ autoencoders through the same train_loop.
 LOOP_MODELS = {
     "unet": ["-m", "minidiff.cli", "train", "--backend", "torch", "--dataset", "digits", "--preset", "tiny",
              "--sample-every", "0", "--device", "cpu"],
     "mlp": [str(ROOT / "tests" / "loop_models.py")],
-    # the KL autoencoder: its eps is drawn for the global batch and sliced (the VQ codebook's EMA
-    # sees each rank's own batch, so 'vq' is not expected to match one process)
+    # the KL autoencoder: its eps is drawn for the global batch and sliced
     "autoencoder": ["-m", "minidiff.torch.train_autoencoder", "--reg", "kl"],
+    # the VQ autoencoder with dead-code restarts every 3 steps: its EMA codebook, code histogram and
+    # restart candidates see every rank's z_e and indices (all-gathered), so every rank updates alike
+    "autoencoder-vq": ["-m", "minidiff.torch.train_autoencoder", "--reg", "vq", "--restart-every", "3"],
+    # the KL autoencoder with a PatchGAN from step 2: the discriminator's weights and its own
+    # optimiser resume; its gradients and the adaptive weight's are averaged over the ranks
+    "autoencoder-gan": ["-m", "minidiff.torch.train_autoencoder", "--reg", "kl", "--disc-weight", "0.5",
+                        "--disc-start", "2"],
 }
-NO_DROPOUT = {"unet": [], "mlp": ["--dropout", "0"], "autoencoder": []}   # the tiny U-Net has none; each rank draws its own masks
+NO_DROPOUT = {"unet": [], "mlp": ["--dropout", "0"], "autoencoder": [],   # the tiny U-Net has none; each rank
+              "autoencoder-vq": [], "autoencoder-gan": []}                # draws its own masks
 
 
 def checkpoint_step(folder) -> int:
@@ -177,7 +184,7 @@ def test_two_gloo_processes_match_one_process_on_the_doubled_batch(tmp_path, mod
     a, _ = weights(tmp_path / "one")
     b, _ = weights(tmp_path / "two")
     for k in a:
-        if k.startswith("model."):
+        if k.startswith(("model.", "disc.")):
             np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
     assert zero.returncode == 0, zero.stderr
     z, _ = weights(tmp_path / "zero")                                     # (nearly) the initial weights

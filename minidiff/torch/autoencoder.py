@@ -6,8 +6,10 @@ network around them.  It is trained by ``minidiff.torch.train_autoencoder`` thro
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -122,7 +124,10 @@ class Autoencoder(nn.Module):
     learns is this PRE-quantisation z_e, and quantisation happens inside the decoder: the
     diffusion model's samples are continuous, and quantising them in ``decode`` snaps them to
     the nearest codebook vectors the decoder was trained on.  The codebook is an EMA
-    (VQ-VAE Appendix A.1) kept in buffers, updated in training mode only."""
+    (VQ-VAE Appendix A.1) kept in buffers, updated in training mode only; under torchrun the
+    batch's z_e and indices are all-gathered first, so every rank applies the same update (that
+    of one process on the whole global batch).  The buffer ``code_window`` (K,) counts the codes
+    picked in training since it was last cleared (``code_statistics``, ``restart_dead_codes``)."""
 
     def __init__(self, config: AutoencoderConfig | None = None):
         super().__init__()
@@ -143,6 +148,8 @@ class Autoencoder(nn.Module):
             self.register_buffer("codebook", codebook)                      # (K, c)
             self.register_buffer("code_counts", torch.ones(cfg.codebook_size))   # N_i
             self.register_buffer("code_sums", codebook.clone())            # m_i = N_i e_i
+            self.register_buffer("code_window", torch.zeros(cfg.codebook_size, dtype=torch.int64))  # picks
+        self.last_z_e = None               # 'vq', training: the last global batch's z_e (N, c), restart candidates
 
     def encode(self, x):
         """x (B, C, H, W) -> moments (B, 2c, h, w) ('kl') or z_e (B, c, h, w) ('vq')."""
@@ -171,14 +178,49 @@ class Autoencoder(nn.Module):
 
     @torch.no_grad()
     def _update_codebook(self, z_e, indices):
-        """The EMA codebook step (``ema_codebook_update``) on this batch, copied into the buffers."""
+        """The EMA codebook step (``ema_codebook_update``) on the global batch (all ranks' z_e
+        and indices, gathered), copied into the buffers; the picks are added to ``code_window``."""
         c = z_e.shape[1]
-        counts, sums, codebook = ae.ema_codebook_update(
-            self.code_counts, self.code_sums, z_e.detach().float().permute(0, 2, 3, 1).reshape(-1, c),
-            indices.reshape(-1), self.config.codebook_decay)
+        z = _all_gather(z_e.detach().float().permute(0, 2, 3, 1).reshape(-1, c))    # (N, c), N = GB h w
+        k = _all_gather(indices.reshape(-1))                                          # (N,)
+        counts, sums, codebook = ae.ema_codebook_update(self.code_counts, self.code_sums, z, k,
+                                                        self.config.codebook_decay)
         self.code_counts.copy_(counts)
         self.code_sums.copy_(sums)
         self.codebook.copy_(codebook)
+        self.code_window += ae.code_histogram(k, self.config.codebook_size)
+        self.last_z_e = z
+
+    def code_statistics(self) -> dict:
+        """{'usage', 'perplexity', 'picks'} of the codes picked since ``code_window`` was last
+        cleared (``codebook_usage``, ``perplexity``); None values while it holds no pick."""
+        h = self.code_window
+        picks = int(h.sum())
+        if not picks:
+            return {"usage": None, "perplexity": None, "picks": 0}
+        return {"usage": ae.codebook_usage(h), "perplexity": ae.perplexity(h), "picks": picks}
+
+    @torch.no_grad()
+    def restart_dead_codes(self, threshold: float, rng: np.random.Generator) -> int:
+        """Jukebox's random restarts (``restart_dead_codes``) of the codes picked fewer than
+        ``threshold`` times in ``code_window``: each is replaced by a z_e of the last training
+        batch drawn by ``rng`` (the same on every rank: the batch is the gathered one), and its
+        EMA state restarts as the initial state does, N_i = 1 and m_i = e_i, so that the next
+        ``ema_codebook_update`` moves it from there (e_i = m_i / N_i up to the Laplace smoothing).
+        Then ``code_window`` is cleared.  Returns the number of codes restarted."""
+        if self.last_z_e is None:
+            raise RuntimeError("restart_dead_codes needs a training forward pass first (its candidates are "
+                               "the last batch's encoder outputs)")
+        z = self.last_z_e                                                  # (N, c)
+        pick = torch.from_numpy(rng.integers(len(z), size=self.config.codebook_size)).to(z.device)
+        candidates = z[pick].to(self.codebook.dtype)                       # (K, c)
+        codebook, dead = ae.restart_dead_codes(self.codebook, self.code_window.to(self.codebook.dtype),
+                                               candidates, threshold)
+        self.codebook.copy_(codebook)
+        self.code_sums.copy_(torch.where(dead[:, None], candidates, self.code_sums))
+        self.code_counts.copy_(torch.where(dead, torch.ones_like(self.code_counts), self.code_counts))
+        self.code_window.zero_()
+        return int(dead.sum())
 
     def forward(self, x, noise=None) -> dict:
         """x (B, C, H, W) -> {'reconstruction' (B, C, H, W), 'latent' (B, c, h, w), and per
@@ -197,3 +239,107 @@ class Autoencoder(nn.Module):
         _, commitment = ae.vq_loss_terms(h, z_q)
         return {"reconstruction": self._decode(ae.straight_through(h, z_q)), "latent": h,
                 "commitment": self.config.beta * commitment, "indices": indices}
+
+
+def _all_gather(t: torch.Tensor) -> torch.Tensor:
+    """Under torchrun (an initialised process group of P > 1 ranks), the ranks' ``t`` concatenated
+    in rank order along axis 0, which is the order of their slices of the global batch
+    (``Dist.mine``); else ``t``.  (N, ...) -> (P N, ...), no gradient."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# SSIM, for the loss and the evaluation.
+
+def ssim_window(sigma: float) -> int:
+    """The side of torchmetrics' Gaussian SSIM window for ``sigma``: 2 int(3.5 sigma + 0.5) + 1
+    (its ``kernel_size`` argument is ignored for a Gaussian window): 11 for Wang et al.'s 1.5."""
+    return 2 * int(3.5 * sigma + 0.5) + 1
+
+
+def ssim_per_image(x_hat, x, sigma: float = 1.5):
+    """SSIM (Wang, Bovik, Sheikh & Simoncelli 2004, eq. 13, averaged over the map) of each image,
+    differentiable, by torchmetrics on the images mapped from [-1, 1] to [0, 1] (data range 1,
+    a fixed number: not the batch's range), in float32 outside autocast.  The Gaussian window
+    (``ssim_window(sigma)``) must fit in the image: torchmetrics reflect-pads by half the window.
+    x_hat, x: (B, C, H, W) -> (B,)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    side = min(x.shape[-2:])
+    if ssim_window(sigma) > side:
+        raise ValueError(f"ssim_sigma={sigma} gives a {ssim_window(sigma)}x{ssim_window(sigma)} Gaussian SSIM "
+                         f"window, larger than the {x.shape[-2]}x{x.shape[-1]} images; use ssim_sigma < "
+                         f"{largest_ssim_sigma(side):.3g} (e.g. 0.7: a 5x5 window)")
+    autocast = torch.autocast(x.device.type, enabled=False) if x.device.type in ("cuda", "cpu") \
+        else contextlib.nullcontext()
+    with autocast:
+        return structural_similarity_index_measure((x_hat.float() + 1) / 2, (x.float() + 1) / 2, sigma=sigma,
+                                                   data_range=1.0, reduction="none")
+
+
+def largest_ssim_sigma(side: int) -> float:
+    """The sigma above which ``ssim_window`` exceeds ``side`` pixels (exclusive bound)."""
+    half = (side - 1) // 2                      # int(3.5 sigma + 0.5) <= half
+    return (half + 1 - 0.5) / 3.5
+
+
+# ----------------------------------------------------------------------------------------------
+# The optional adversarial term of LDM's first stage (its LPIPSWithDiscriminator, from taming).
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (Isola et al. 2017, "pix2pix", section 3.2.2) in the shape of taming's
+    NLayerDiscriminator: a 4x4 stride-2 conv and LeakyReLU(0.2), ``n_layers - 1`` more stride-2
+    convs doubling the channels (at most 8x), one stride-1 conv, then a stride-1 conv to one logit
+    per patch.  GroupNorm replaces its BatchNorm, so a rank's statistics do not depend on how the
+    global batch is split (two processes = one on the doubled batch).
+    x (B, C, H, W) -> logits (B, 1, h, w), one per overlapping patch."""
+
+    def __init__(self, in_channels: int = 1, channels: int = 32, n_layers: int = 2, groups: int = 8):
+        super().__init__()
+        layers, ch = [nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2)], channels
+        for i in range(1, n_layers + 1):
+            out = channels * min(2 ** i, 8)
+            layers += [nn.Conv2d(ch, out, 4, stride=2 if i < n_layers else 1, padding=1, bias=False),
+                       nn.GroupNorm(groups, out), nn.LeakyReLU(0.2)]
+            ch = out
+        layers.append(nn.Conv2d(ch, 1, 4, stride=1, padding=1))
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.main(x)
+
+
+def hinge_d_loss(logits_real, logits_fake):
+    """The discriminator's hinge loss (Lim & Ye 2017; taming's hinge_d_loss):
+    1/2 (mean relu(1 - D(x)) + mean relu(1 + D(x_hat))).  Logits of any shape -> scalar."""
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def adaptive_gan_weight(rec_loss, gan_loss, last_layer, eps: float = 1e-4, max_weight: float = 1e4,
+                        reduce=None):
+    """LDM / taming's adaptive weight (Esser et al. 2021, "Taming Transformers", eq. 7):
+    lambda = ||grad_{G_L} L_rec|| / (||grad_{G_L} L_GAN|| + eps) at the decoder's last layer G_L,
+    clamped to [0, max_weight] and detached, so the GAN gradient there is as large as the
+    reconstruction's.  ``reduce`` (e.g. the mean over ranks) is applied to both gradients first."""
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    if reduce is not None:
+        g_rec, g_gan = reduce(g_rec), reduce(g_gan)
+    return (g_rec.norm() / (g_gan.norm() + eps)).clamp(0.0, max_weight).detach()
+
+
+def all_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over the ranks under torchrun (P > 1), else ``t``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / dist.get_world_size()

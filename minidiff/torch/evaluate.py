@@ -13,6 +13,7 @@ torchmetrics' FID as well; nothing is ever downloaded.
     report = evaluate_images(samples)          # samples: (N, 1, 28, 28) in [-1, 1]
     report["fd"], report["kid_mean"], report["kid_std"]
     classifier_accuracy(samples, labels)       # class-conditional samples and their intended labels
+    evaluate_autoencoder(net, images)          # a first stage's MSE, PSNR, SSIM, reconstruction FD, VQ usage
 """
 from __future__ import annotations
 
@@ -222,3 +223,112 @@ def _inception_fid(samples, reference, weights_path, batch_size: int = 100) -> f
         for i in range(0, len(images), batch_size):
             fid.update(_to_uint8_rgb(images[i:i + batch_size]), real=real)
     return float(fid.compute())
+
+
+# ----------------------------------------------------------------------------------------------
+# The first stage of latent diffusion: how well an autoencoder reconstructs.
+
+def _psnr(mse01: float) -> float:
+    """PSNR = 10 log10(MAX^2 / MSE) with MAX = 1 (images in [0, 1]); inf for MSE 0."""
+    return float("inf") if mse01 == 0 else 10.0 * float(np.log10(1.0 / mse01))
+
+
+@torch.no_grad()
+def evaluate_autoencoder(net, images, batch_size: int = 500, network=None, *, ssim_sigma: float = 1.5,
+                         min_usage: float = 0.25) -> dict:
+    """Reconstructions x_hat = decode(encode(x)) of ``images`` (N, C, H, W) in [-1, 1] by the
+    autoencoder ``net`` in eval mode (restored after): 'kl' decodes the posterior's mode, 'vq'
+    its quantised latent.  The reconstructions are clipped to [-1, 1] (what saving them keeps).
+
+    Returns {'mse': mean squared error on the model range [-1, 1], 'psnr': 10 log10(1 / MSE)
+    on the images mapped to [0, 1] (data range 1; the set's MSE, so psnr = 10 log10(4 / mse)),
+    'ssim': the mean over images of SSIM (torchmetrics, Gaussian window of ``ssim_sigma``, on
+    [0, 1]), 'fd': the FD between the classifier features of the reconstructions and of the
+    originals (``image_features``, ``minidiff.metrics``), 'n_images', 'fd_label'} and for 'vq'
+    'codebook_usage' and 'perplexity' of the codes picked over the whole set.  FD needs
+    ``network`` unless the images are 1x28x28 (the shipped classifier's); otherwise 'fd' is None
+    and 'fd_skipped' says why; likewise 'ssim' / 'ssim_skipped' when the SSIM window does not fit
+    in the images.  A 'vq' usage below ``min_usage`` is warned about."""
+    import warnings
+
+    from .. import autoencoding as ae
+    from .autoencoder import ssim_per_image, ssim_window
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not (isinstance(min_usage, (int, float)) and not isinstance(min_usage, bool) and 0 <= min_usage <= 1):
+        raise ValueError(f"min_usage must be a number in [0, 1], got {min_usage!r}")
+    cfg = getattr(net, "config", None)
+    if not isinstance(net, torch.nn.Module) or cfg is None or getattr(cfg, "reg", None) not in ("kl", "vq"):
+        raise TypeError(f"net must be a minidiff Autoencoder (a module with encode, decode and a config whose reg "
+                        f"is 'kl' or 'vq'), got {type(net).__name__}")
+    x = _autoencoder_images(images, cfg)                               # (N, C, H, W) float32 in [-1, 1]
+    was_training = net.training
+    net.eval()
+    try:
+        device = next(iter(net.parameters()), torch.empty(0)).device
+        recs, hist = [], None
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(device)
+            h = net.encode(xb)
+            if cfg.reg == "kl":
+                z = ae.kl_mode(*ae.kl_posterior(h))
+            else:
+                z = h
+                counts = ae.code_histogram(net.quantize(h)[1], cfg.codebook_size)
+                hist = counts if hist is None else hist + counts
+            recs.append(net.decode(z).float().clamp(-1.0, 1.0).cpu())   # (b, C, H, W)
+    finally:
+        net.train(was_training)
+    x_hat = torch.cat(recs)                                            # (N, C, H, W)
+    mse = float(((x_hat.double() - x.double()) ** 2).mean())
+    report = {"mse": mse, "psnr": _psnr(mse / 4.0), "n_images": len(x)}   # [-1, 1] -> [0, 1] divides MSE by 4
+    if ssim_window(ssim_sigma) <= min(x.shape[-2:]):
+        report["ssim"] = float(torch.cat([ssim_per_image(x_hat[i:i + batch_size], x[i:i + batch_size], ssim_sigma)
+                                          for i in range(0, len(x), batch_size)]).double().mean())
+    else:
+        report["ssim"] = None
+        report["ssim_skipped"] = (f"the {ssim_window(ssim_sigma)}-pixel SSIM window of ssim_sigma={ssim_sigma} does "
+                                  f"not fit in {x.shape[-2]}x{x.shape[-1]} images: pass a smaller ssim_sigma")
+    if network is None and tuple(x.shape[1:]) != (1, 28, 28):
+        report["fd"] = None
+        report["fd_skipped"] = (f"the shipped classifier takes 1x28x28 images, these are "
+                                f"{'x'.join(map(str, x.shape[1:]))}: pass network=")
+    elif len(x) < 2:
+        report["fd"] = None
+        report["fd_skipped"] = "FD needs at least 2 images"
+    else:
+        net_f = _network(network)
+        f_x, f_rec = image_features(x, net_f, batch_size), image_features(x_hat, net_f, batch_size)
+        report["fd"] = frechet_distance(*feature_statistics(f_rec), *feature_statistics(f_x))
+        report["fd_label"] = (FD_LABEL if network is None else "FD (user network features)") + \
+            ": reconstructions against their originals"
+    if cfg.reg == "vq":
+        report["codebook_usage"], report["perplexity"] = ae.codebook_usage(hist), ae.perplexity(hist)
+        if report["codebook_usage"] < min_usage:
+            warnings.warn(f"the VQ autoencoder uses {report['codebook_usage']:.3f} of its {cfg.codebook_size} codes "
+                          f"on these {len(x)} images (below min_usage={min_usage}; perplexity "
+                          f"{report['perplexity']:.1f}): dead codes (train with restart_every)", stacklevel=2)
+    return report
+
+
+def _autoencoder_images(images, cfg) -> torch.Tensor:
+    """``images`` as a float32 CPU tensor (N, C, H, W) of the autoencoder's shape, in [-1, 1]."""
+    want = f"(N, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size})"
+    if isinstance(images, torch.Tensor):
+        t = images.detach().cpu()
+    else:
+        a = np.asarray(images)
+        if a.dtype == object or not np.issubdtype(a.dtype, np.number):
+            raise ValueError(f"images must be a numeric array {want}, got dtype {a.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.ndim != 4 or tuple(t.shape[1:]) != (cfg.in_channels, cfg.image_size, cfg.image_size) or not len(t):
+        raise ValueError(f"images must have shape {want} with N >= 1 (the autoencoder's), got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"images must be float images in the model range [-1, 1], got dtype {t.dtype}; "
+                         "convert uint8 images with minidiff.data.images.to_model_range")
+    t = t.float()
+    if not torch.isfinite(t).all() or float(t.min()) < -1.0 or float(t.max()) > 1.0:
+        raise ValueError(f"images must be finite and in the model range [-1, 1], got values in "
+                         f"[{float(t.min())}, {float(t.max())}]")
+    return t

@@ -77,6 +77,11 @@ class Task:
         """More modules saved and restored with the model (e.g. a consistency target network)."""
         return {}
 
+    def extra_optimizers(self) -> dict:
+        """More optimisers (name -> torch.optim.Optimizer) that the task steps itself, e.g. a GAN
+        discriminator's in ``after_step``; their state is saved and restored with the run."""
+        return {}
+
     def start(self, model: nn.Module, ema: nn.Module):
         """Called once on a fresh (not resumed) run, e.g. to copy a teacher's weights."""
 
@@ -263,12 +268,20 @@ class _Run:
 
     def save(self, step: int):
         groups = [{k: v for k, v in g.items() if k != "params"} for g in self.opt.state_dict()["param_groups"]]
+        tensors = checkpoint.module_tensors(self.modules(), self.opt)
+        extra = {}
+        for name, opt in self.task.extra_optimizers().items():      # under 'optim_<name>.', as 'optim.' above
+            extra[name] = [{k: v for k, v in g.items() if k != "params"} for g in opt.state_dict()["param_groups"]]
+            tensors.update({f"optim_{name}.{k[len('optim.'):]}": v
+                            for k, v in checkpoint.module_tensors({}, opt).items()})
         state = {"step": step, "config": self.cfg.to_dict(), "optimizer": {"type": "AdamW", "param_groups": groups},
                  "rng": {"scheme": "per-step generators seeded by (seed, stream, step): nothing else to restore",
                          "seed": self.cfg.seed},
                  "recent_loss": float(np.mean(self.losses[-50:])) if self.losses else None,
                  "torch": torch.__version__}
-        checkpoint.save_image_checkpoint(self.out, checkpoint.module_tensors(self.modules(), self.opt), state)
+        if extra:
+            state["extra_optimizers"] = extra
+        checkpoint.save_image_checkpoint(self.out, tensors, state)
 
     def resume(self, log) -> int:
         tensors, state = checkpoint.load_image_checkpoint(self.out)
@@ -280,6 +293,12 @@ class _Run:
                              f"(saved {[saved.get(k) for k in diff]}, asked {[now[k] for k in diff]})")
         checkpoint.load_modules(self.modules(), tensors, self.out)
         checkpoint.load_optimizer(self.opt, tensors, state["optimizer"]["param_groups"])
+        for name, opt in self.task.extra_optimizers().items():
+            if name not in state.get("extra_optimizers", {}):
+                raise ValueError(f"cannot resume from {self.out}: it holds no state of the optimiser {name!r}")
+            checkpoint.load_optimizer(opt, {f"optim.{k}": v for k, v in
+                                            checkpoint.prefixed(tensors, f"optim_{name}").items()},
+                                      state["extra_optimizers"][name])
         if log:
             log(f"resuming from {self.out} at step {state['step']}")
         return int(state["step"])
