@@ -83,7 +83,7 @@ def _writable_target(option: str, path, is_file: bool = False):
     if path.exists() and (path.is_dir() if is_file else not path.is_dir()):
         raise UsageError(f"{option} {path} is a {'folder' if path.is_dir() else 'file'}, "
                          f"not a {'file' if is_file else 'folder'}")
-    parent = path if path.exists() else path.parent
+    parent = path if path.is_dir() else path.parent                # an existing file is rewritten in place
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
@@ -356,7 +356,7 @@ def _train_autoencoder(args):
     from .torch.autoencoder import Autoencoder
     from .torch.train_autoencoder import AutoencoderTrainConfig, train_autoencoder
 
-    _refuse_given(args, {"--method": "method", "--teacher": "teacher", "--class-conditional": "class_conditional",
+    _refuse_given(args, {"--method": "method", "--class-conditional": "class_conditional",
                          "--autoencoder": "autoencoder", "--flip": "flip"},
                   "for diffusion models; --model autoencoder trains the first stage")
     reg = args.reg or "kl"

@@ -314,3 +314,10 @@ def test_toy_config_refuses_non_finite_and_negative_values(field, value):
 
     with pytest.raises(ValueError, match=field):
         ToyConfig(**{field: value}).validate()
+
+
+def test_an_existing_out_file_is_rewritten(checkpoints, tmp_path):
+    """An existing --out file (the last grid.png, eval.json) is rewritten, not refused as 'a file'."""
+    out = tmp_path / "grid.png"
+    argv = ["sample", "--ckpt", str(checkpoints / "img"), "--n", "4", "--steps", "2", "--out", str(out)]
+    assert main(argv) == 0 and main(argv) == 0

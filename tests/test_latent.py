@@ -210,3 +210,34 @@ def test_the_command_line_trains_and_samples_a_latent_model(kl_stage, tmp_path, 
                      "--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_command_line_trains_evaluates_and_resumes_an_autoencoder_then_a_latent_model(tmp_path, capsys):
+    """Fashion-MNIST (256 images) end to end: `--model autoencoder`, `eval` of its reconstructions,
+    `--resume`, then a latent EDM on it whose `eval` reports FD like a pixel model's."""
+    import json
+
+    from minidiff.cli import main
+
+    ae, run = tmp_path / "ae", tmp_path / "latent"
+    base = ["train", "--backend", "torch", "--dataset", "fashion-mnist", "--preset", "tiny", "--limit", "256"]
+    assert main([*base, "--model", "autoencoder", "--reg", "vq", "--steps", "3", "--out", str(ae)]) == 0
+    assert "vq autoencoder on fashion-mnist" in capsys.readouterr().out
+    assert main([*base, "--model", "autoencoder", "--reg", "vq", "--steps", "5", "--out", str(ae), "--resume"]) == 0
+    assert load_image_checkpoint(ae)[1]["step"] == 5
+    assert main(["eval", "--ckpt", str(ae), "--n", "64", "--device", "cpu"]) == 0
+    report = json.loads((ae / "eval.json").read_text())
+    assert report["n_images"] == 64 and report["mse"] > 0 and 0 < report["codebook_usage"] <= 1
+    assert math.isfinite(report["psnr"]) and math.isfinite(report["fd"]) and report["perplexity"] >= 1
+    assert main(["sample", "--ckpt", str(ae), "--n", "8", "--out", str(tmp_path / "rec.png")]) == 0
+    assert (tmp_path / "rec.png").stat().st_size > 100
+    assert main(["eval", "--ckpt", str(ae), "--guidance", "1"]) == 2
+    assert "autoencoder checkpoint" in capsys.readouterr().err
+    assert main([*base, "--model", "autoencoder", "--method", "edm", "--out", str(tmp_path / "x")]) == 2
+    assert "--method" in capsys.readouterr().err
+
+    assert main([*base, "--steps", "2", "--autoencoder", str(ae), "--out", str(run)]) == 0
+    assert main(["eval", "--ckpt", str(run), "--n", "20", "--steps", "2", "--n-reference", "100"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert report["n_samples"] == 20 and report["fd"] > 0
+    assert report["autoencoder_sha256"] == image_checkpoint_sha256(ae)

@@ -27,6 +27,10 @@ class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # Fashion-MNIST labels 0..9
 
 DATASETS = ("fashion-mnist", "mnist-subset", "digits", "folder")
+# The (channels, image size) and number of classes of each built-in dataset ('folder': whatever
+# the user asks for).
+DATASET_SHAPES = {"fashion-mnist": (1, 28), "mnist-subset": (1, 28), "digits": (1, 8)}
+NUM_CLASSES = {"fashion-mnist": 10, "mnist-subset": 10, "digits": 10}
 SPLITS = ("train", "test", "all")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

@@ -25,6 +25,7 @@ import torch
 from .. import _checks
 from ..backend import generator
 from ..checkpoint import json_norm, load_modules
+from ..data.images import DATASET_SHAPES, NUM_CLASSES
 from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, random_flip, to_model_range
 from ..guidance import drop_labels
@@ -50,9 +51,6 @@ PRESETS = {
                 unet=dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, dropout=0.1),
                 attention_levels=(-2, -1)),
 }
-# The image size and channels of each built-in dataset ('folder': whatever the user asks for).
-DATASET_SHAPES = {"fashion-mnist": (1, 28), "mnist-subset": (1, 28), "digits": (1, 8)}
-NUM_CLASSES = {"fashion-mnist": 10, "mnist-subset": 10, "digits": 10}
 
 
 @dataclasses.dataclass

@@ -22,13 +22,13 @@ import torch
 from .. import _checks
 from ..backend import generator
 from ..checkpoint import load_modules, prefixed
+from ..data.images import DATASET_SHAPES
 from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, to_model_range
 from ..methods import config_from_dict
 from .autoencoder import (Autoencoder, AutoencoderConfig, PatchDiscriminator, adaptive_gan_weight, all_mean,
                           hinge_d_loss, largest_ssim_sigma, ssim_per_image, ssim_window)
 from .loop import LoopConfig, Task, batch_indices, load_run, step_seed, train_loop
-from .train import DATASET_SHAPES
 
 VQ_BUFFERS = ("codebook", "code_counts", "code_sums")
 RESTART_STREAM = 4                 # step_seed stream of the dead-code restarts (0-3: data, noise, dropout, sampling)
