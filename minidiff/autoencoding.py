@@ -70,7 +70,10 @@ def kl_sample(mean, logvar, noise):
     _checks.array("noise", noise)
     _checks.same_backend(mean=mean, noise=noise)
     _checks.shapes_equal(mean=mean, noise=noise)
+    # BEGIN SOLUTION
+    # hint: z = mu + sigma * eps with sigma = exp(logvar / 2), elementwise (xp.exp).
     return mean + xp.exp(0.5 * logvar) * noise
+    # END SOLUTION
 
 
 def kl_mode(mean, logvar):
@@ -83,8 +86,11 @@ def kl_divergence(mean, logvar):
     """KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum (mu^2 + sigma^2 - 1 - log sigma^2) over every
     axis but the batch axis (Kingma & Welling 2014, Appendix B).  (B, C, ...) -> (B,)."""
     xp = _mean_logvar(mean, logvar)
+    # BEGIN SOLUTION
+    # hint: elementwise 1/2 (mu^2 + exp(logvar) - 1 - logvar), then reshape to (B, -1) and sum over axis 1.
     kl = 0.5 * (mean ** 2 + xp.exp(logvar) - 1.0 - logvar)
     return xp.sum(xp.reshape(kl, (kl.shape[0], -1)), axis=1)
+    # END SOLUTION
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,9 +111,12 @@ def vq_distances(z, codebook):
     one (N, D) x (D, K) product replaces an (N, K, D) array of differences.  The expansion
     cancels: an entry may come out a few ulps below 0.  z: (N, D), codebook: (K, D) -> (N, K)."""
     xp = _vectors("z", z, codebook)
+    # BEGIN SOLUTION
+    # hint: ||z_n||^2 as an (N, 1) column plus ||e_k||^2 as a (1, K) row minus 2 z @ codebook^T (N, K).
     z2 = xp.sum(z ** 2, axis=1)                       # (N,)
     e2 = xp.sum(codebook ** 2, axis=1)                # (K,)
     return xp.expand_dims(z2, 1) + xp.expand_dims(e2, 0) - 2 * xp.matmul(z, xp.transpose(codebook))
+    # END SOLUTION
 
 
 def vq_nearest(z, codebook):
@@ -132,7 +141,10 @@ def straight_through(z, z_q):
     _checks.array("z_q", z_q)
     _checks.same_backend(z=z, z_q=z_q)
     _checks.shapes_equal(z=z, z_q=z_q)
+    # BEGIN SOLUTION
+    # hint: z + stop_gradient(z_q - z): the value is z_q, the gradient passes to z unchanged.
     return z + stop_gradient(z_q - z)
+    # END SOLUTION
 
 
 def vq_loss_terms(z_e, z_q):
@@ -145,9 +157,13 @@ def vq_loss_terms(z_e, z_q):
     xp = _checks.same_backend(z_e=z_e, z_q=z_q)
     _checks.shapes_equal(z_e=z_e, z_q=z_q)
     B = z_e.shape[0]
+    # BEGIN SOLUTION
+    # hint: codebook = mean over non-batch axes of (sg[z_e] - z_q)^2, commitment of (z_e - sg[z_q])^2;
+    # hint: stop_gradient freezes one side of each, reshape to (B, -1) and xp.mean(axis=1).
     codebook = xp.mean(xp.reshape((stop_gradient(z_e) - z_q) ** 2, (B, -1)), axis=1)
     commitment = xp.mean(xp.reshape((z_e - stop_gradient(z_q)) ** 2, (B, -1)), axis=1)
     return codebook, commitment
+    # END SOLUTION
 
 
 def vq_loss(z_e, z_q, beta: float = 0.25):
@@ -160,8 +176,11 @@ def vq_loss(z_e, z_q, beta: float = 0.25):
     the codebook term, a known bug kept for old checkpoints.  With an EMA codebook
     (``ema_codebook_update``) only the commitment term is trained."""
     beta = _checks.real("beta", beta, 0.0)
+    # BEGIN SOLUTION
+    # hint: codebook term + beta * commitment term (vq_loss_terms): beta weights the ENCODER's term.
     codebook, commitment = vq_loss_terms(z_e, z_q)
     return codebook + beta * commitment
+    # END SOLUTION
 
 
 def _indices(name, indices, K):
@@ -191,8 +210,11 @@ def laplace_smoothing(counts, eps: float = 1e-5):
     _checks.array("counts", counts, ndim=1)
     eps = _checks.real("eps", eps, 0.0, lo_open=True)
     xp = namespace(counts)
+    # BEGIN SOLUTION
+    # hint: n = sum of the counts, K = len(counts): (N_i + eps) / (n + K eps) * n.
     n = xp.sum(counts)
     return (counts + eps) / (n + counts.shape[0] * eps) * n
+    # END SOLUTION
 
 
 def ema_codebook_update(counts, sums, z, indices, decay: float = 0.99, eps: float = 1e-5):
@@ -214,12 +236,16 @@ def ema_codebook_update(counts, sums, z, indices, decay: float = 0.99, eps: floa
     if tuple(indices.shape) != (z.shape[0],):
         raise ValueError(f"indices must have shape (N,) = ({z.shape[0]},) like z {tuple(z.shape)}, "
                          f"got {tuple(indices.shape)}")
+    # BEGIN SOLUTION
+    # hint: one-hot the indices (_one_hot, (N, K)): n_i = its column sums, the per-code sums of z = one_hot^T @ z;
+    # hint: N and m move towards them by (1 - decay); e_i = m_i / laplace_smoothing(N)_i.
     z = stop_gradient(z)
     one_hot = _one_hot(xp, indices, K, z)                               # (N, K)
     N_new = decay * counts + (1 - decay) * xp.sum(one_hot, axis=0)      # (K,)
     m_new = decay * sums + (1 - decay) * xp.matmul(xp.transpose(one_hot), z)  # (K, D)
     codebook = m_new / xp.expand_dims(laplace_smoothing(N_new, eps), 1)
     return N_new, m_new, codebook
+    # END SOLUTION
 
 
 def restart_dead_codes(codebook, usage, candidates, threshold: float = 1.0):
@@ -269,9 +295,12 @@ def perplexity(histogram) -> float:
     """exp(H(p)) = exp(-sum_k p_k log p_k) with p the code frequencies (0 log 0 = 0): the
     effective number of codes in use, K for uniform usage, 1 for a single code.  (K,) -> float."""
     p = _histogram(histogram)
+    # BEGIN SOLUTION
+    # hint: p = counts / total; H = -sum p log p over the p > 0 only (natural log); return exp(H) as a float.
     p = p / p.sum()
     nz = p[p > 0]
     return math.exp(-float(np.sum(nz * np.log(nz))))
+    # END SOLUTION
 
 
 def codebook_usage(histogram) -> float:
@@ -293,8 +322,12 @@ def scale_factor(latents) -> float:
     if latents.shape[0] < 1:
         raise ValueError("latents must hold at least one example")
     _checks.finite_input("latents", latents)
+    # BEGIN SOLUTION
+    # hint: the population std (divide by the number of entries, not minus one) of ALL entries,
+    # hint: as a float; raise ValueError if it is 0; return 1 / std.
     z = _checks.at_least_float32(xp, latents)
     std = float(xp.std(xp.reshape(z, (-1,))))
     if not std > 0:
         raise ValueError("latents must not be constant (their std is 0, so 1 / std is undefined)")
     return 1.0 / std
+    # END SOLUTION
