@@ -1,6 +1,6 @@
 """The compute saving of latent diffusion (Rombach et al. 2022), measured side by side: the same
-preset's U-Net on Fashion-MNIST pixels (1x28x28) and on the latents of first stages with f = 2
-(c x 14 x 14) and f = 4 (c x 8 x 8: 28 padded to 32).
+preset's U-Net on Fashion-MNIST pixels (1x28x28) and on the latents of the same preset's first
+stages with f = 2 (c x 14 x 14) and f = 4 (c x 8 x 8: 28 padded to 32).
 
 For each: the U-Net's FLOPs per training image (forward + backward, counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on one batch), the wall time per training image
@@ -32,20 +32,25 @@ from minidiff.backend import generator
 from minidiff.methods import Objective, raw_to_model, run_sampler
 from minidiff.torch.autoencoder import Autoencoder, AutoencoderConfig
 from minidiff.torch.train import ImageConfig, preset_unet
+from minidiff.torch.train_autoencoder import PRESETS as AE_PRESETS
+from minidiff.torch.train_autoencoder import AutoencoderTrainConfig
 from minidiff.torch.unet import UNet, UNetConfig
 
-C_LATENT = 4
-FIRST_STAGES = {  # name -> the first stage's config (None: pixels)
-    "pixels 1x28x28": None,
-    "latent f=2": dict(channel_mults=(1, 2), padding=0),
-    "latent f=4": dict(channel_mults=(1, 2, 2), padding=2),
-}
+FACTORS = {"pixels 1x28x28": None, "latent f=2": 2, "latent f=4": 4}
+
+
+def first_stage(preset: str, f: int) -> AutoencoderConfig:
+    """The autoencoder `minidiff train --model autoencoder --preset PRESET --factor F` builds."""
+    mults = AE_PRESETS[preset]["autoencoder"]["channel_mults"]
+    levels = f.bit_length()
+    mults = tuple(mults[:levels]) + (mults[-1],) * max(0, levels - len(mults))
+    return AutoencoderTrainConfig.from_preset(preset, autoencoder={"channel_mults": mults}).autoencoder
 
 
 def rows(preset: str) -> list:
     out = []
-    for name, ae in FIRST_STAGES.items():
-        a = None if ae is None else AutoencoderConfig(image_size=28, latent_channels=C_LATENT, **ae)
+    for name, f in FACTORS.items():
+        a = None if f is None else first_stage(preset, f)
         C, size = (1, 28) if a is None else a.latent_shape[:2]
         cfg = ImageConfig(method="edm", unet=UNetConfig(**preset_unet(preset, C, size)))
         out.append({"name": name, "cfg": cfg, "ae": a})

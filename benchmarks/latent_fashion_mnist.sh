@@ -2,9 +2,9 @@
 # Latent against pixel diffusion on Fashion-MNIST at equal diffusion-training time (Rombach et al. 2022's
 # claim: the same quality for much less compute), in one run on one machine:
 #
-#   (a) the first stage:  minidiff train --model autoencoder (KL, f = 4, latent 4x8x8), its own training time
-#                         reported beside; minidiff eval --ckpt AE: MSE, PSNR, SSIM, reconstruction FD
-#   (b) latent EDM:       minidiff train --method edm --autoencoder AE --max-seconds $BUDGET, then eval
+#   (a) the first stages: minidiff train --model autoencoder --factor F (KL; f = 4: latent 4x8x8, f = 2: 4x14x14),
+#                         their own training time reported beside; minidiff eval --ckpt AE: MSE, PSNR, SSIM, recon. FD
+#   (b) latent EDM:       minidiff train --method edm --autoencoder AE --max-seconds $BUDGET for each, then eval
 #   (c) pixel EDM:        minidiff train --method edm --max-seconds $BUDGET (the same preset), then eval
 #   (d) the compute table: benchmarks/latent_compute.py (U-Net FLOPs and time per training image, sampling time)
 #   (e) summary.json/.md: FD, KID and images/s of both; FD latent / FD pixel; U-Net time per training image
@@ -14,7 +14,7 @@
 #   SMOKE=1 bash benchmarks/latent_fashion_mnist.sh            # everything tiny on the CPU (~2 min): proves the script
 #
 # Environment (all optional): BUDGET (diffusion training seconds per side), AE_BUDGET (autoencoder seconds),
-# N / NREF (samples scored, test images), PRESET / AE_PRESET, RUN_DIR, RESULTS (default $OUT if set, else
+# N / NREF (samples scored, test images), PRESET / AE_PRESET, FACTORS (default "4 2"), RUN_DIR, RESULTS (default $OUT if set, else
 # benchmarks/results/latent_fashion_mnist_<mode>), PYTHON, MINIDIFF_FASHION_MNIST (the four IDX .gz files;
 # else shared/ or data/fashion-mnist/ in the repository, else /usr/share/datasets/fashion-mnist).
 set -euo pipefail
@@ -36,6 +36,7 @@ case "$MODE" in
          export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} ;;
   *) echo "MODE must be gpu or cpu, got $MODE"; exit 1 ;;
 esac
+FACTORS=${FACTORS:-4 2}          # the first stages' downsampling factors, one latent model each
 RUN_DIR=${RUN_DIR:-/tmp/minidiff_latent_$MODE}
 RESULTS=${RESULTS:-${OUT:-$REPO/benchmarks/results/latent_fashion_mnist_$MODE}}
 [ "$MODE" = smoke ] && RESULTS=${RESULTS_SMOKE:-$RUN_DIR/results}
@@ -58,19 +59,21 @@ if [ "$MODE" = gpu ] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.i
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU')" | tee -a "$LOG"
 
-# --- (a) the first stage ----------------------------------------------------------------------
-stage "autoencoder: train (kl, preset $AE_PRESET${AE_BUDGET:+, at most $AE_BUDGET s})"
-rm -rf "$RUN_DIR/ae" "$RUN_DIR/latent" "$RUN_DIR/pixel"
+# --- (a) the first stages, (b) latent EDM on each, (c) pixel EDM: every diffusion run at the same budget ----
+rm -rf "$RUN_DIR"/ae* "$RUN_DIR"/latent* "$RUN_DIR/pixel"
 AE_LIMIT=(); [ "$AE_BUDGET" != 0 ] && AE_LIMIT=(--max-seconds "$AE_BUDGET")
-AE_T0=$SECONDS
-"$PY" -m minidiff.cli train --backend torch --model autoencoder --reg kl --dataset fashion-mnist --preset "$AE_PRESET" \
-  "${AE_LIMIT[@]}" --out "$RUN_DIR/ae" "${DEV[@]}" 2>&1 | quiet
-echo "autoencoder wall seconds: $((SECONDS - AE_T0))" | tee -a "$LOG"
-"$PY" -m minidiff.cli eval --ckpt "$RUN_DIR/ae" --n "$NREF" --out "$RESULTS/ae_eval.json" "${DEV[@]}" 2>&1 | quiet
-
-# --- (b), (c) latent and pixel EDM at the same budget -----------------------------------------
-for side in latent pixel; do
-  extra=(); [ "$side" = latent ] && extra=(--autoencoder "$RUN_DIR/ae")
+for f in $FACTORS; do
+  stage "autoencoder f=$f: train (kl, preset $AE_PRESET)"
+  AE_T0=$SECONDS
+  "$PY" -m minidiff.cli train --backend torch --model autoencoder --reg kl --factor "$f" --dataset fashion-mnist \
+    --preset "$AE_PRESET" "${AE_LIMIT[@]}" --out "$RUN_DIR/ae$f" "${DEV[@]}" 2>&1 | quiet
+  echo "autoencoder f=$f wall seconds: $((SECONDS - AE_T0))" | tee -a "$LOG"
+  "$PY" -m minidiff.cli eval --ckpt "$RUN_DIR/ae$f" --n "$NREF" --out "$RESULTS/ae${f}_eval.json" "${DEV[@]}" 2>&1 | quiet
+done
+SIDES=""
+for f in $FACTORS; do SIDES="$SIDES latent$f"; done
+for side in $SIDES pixel; do
+  extra=(); [ "$side" != pixel ] && extra=(--autoencoder "$RUN_DIR/ae${side#latent}")
   stage "$side: train (edm, preset $PRESET, $BUDGET s)"
   "$PY" -m minidiff.cli train --backend torch --dataset fashion-mnist --method edm --preset "$PRESET" \
     --steps "$STEPS" --max-seconds "$BUDGET" --sample-every 0 --out "$RUN_DIR/$side" "${extra[@]}" "${DEV[@]}" 2>&1 | quiet
@@ -89,44 +92,5 @@ CDEV=cpu; [ "$MODE" = gpu ] && CDEV=cuda
 
 # --- (e) the summary ---------------------------------------------------------------------------
 stage "summary"
-"$PY" - "$RESULTS" "$RUN_DIR" "$BUDGET" "$MODE" <<'EOF' 2>&1 | tee -a "$LOG"
-import datetime, json, re, sys
-from pathlib import Path
-res, run, budget, mode = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-log = (res / "log.txt").read_text()
-ips = [float(x) for x in re.findall(r"trained to step \d+ \((\d+) images/s", log)]   # ae, latent, pixel
-ae_secs = int(re.findall(r"autoencoder wall seconds: (\d+)", log)[-1])
-ae = json.loads((res / "ae_eval.json").read_text())
-ev = {s: json.loads((res / f"{s}_eval.json").read_text()) for s in ("latent", "pixel")}
-st = {s: json.loads((run / s / "state.json").read_text()) for s in ("latent", "pixel")}
-compute = json.loads((res / "compute.json").read_text())
-summary = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "mode": mode, "budget_seconds": budget,
-           "autoencoder": {"wall_seconds": ae_secs, "images_per_second": ips[0] if ips else None,
-                           **{k: ae.get(k) for k in ("mse", "psnr", "ssim", "fd", "n_images")}},
-           "scale_factor": st["latent"]["config"]["scale_factor"],
-           "n_samples": ev["pixel"]["n_samples"], "n_reference": ev["pixel"]["n_reference"],
-           "feature": ev["pixel"]["feature"], "compute": compute["rows"]}
-for i, s in enumerate(("latent", "pixel")):
-    summary[s] = {"steps": st[s]["step"], "images_per_second": ips[i + 1] if len(ips) > i + 1 else None,
-                  "fd": ev[s]["fd"], "kid_mean": ev[s]["kid_mean"], "kid_std": ev[s]["kid_std"],
-                  "sampling_seconds": ev[s]["sampling_seconds"], "unet": st[s]["config"]["unet"]}
-summary["fd_ratio_latent_over_pixel"] = ev["latent"]["fd"] / ev["pixel"]["fd"]
-if summary["latent"]["images_per_second"] and summary["pixel"]["images_per_second"]:
-    summary["training_images_per_second_ratio"] = summary["latent"]["images_per_second"] / summary["pixel"]["images_per_second"]
-(res / "summary.json").write_text(json.dumps(summary, indent=1))
-L = [f"# Latent vs pixel EDM on Fashion-MNIST, {budget:.0f} s of diffusion training each ({mode}, {summary['date']})", "",
-     f"First stage: KL autoencoder, {ae_secs} s of training; reconstruction of {ae.get('n_images')} test images: "
-     f"MSE {ae.get('mse', float('nan')):.4f}, PSNR {ae.get('psnr', float('nan')):.2f} dB, SSIM {ae.get('ssim', float('nan')):.3f}, "
-     f"reconstruction FD {ae.get('fd', float('nan')):.2f}; scale factor {summary['scale_factor']:.4f}", "",
-     f"{summary['n_samples']} samples (Heun 18, 35 NFE) vs {summary['n_reference']} test images, {summary['feature']}", "",
-     "| model | steps | training images/s | FD | KID | sampling s |", "|---|---:|---:|---:|---:|---:|"]
-for s in ("latent", "pixel"):
-    r = summary[s]
-    L.append(f"| {s} | {r['steps']} | {r['images_per_second'] or float('nan'):.0f} | {r['fd']:.2f} | "
-             f"{r['kid_mean']:.4f} +- {r['kid_std']:.4f} | {r['sampling_seconds']:.1f} |")
-L += ["", f"FD latent / FD pixel = {summary['fd_ratio_latent_over_pixel']:.3f}; training images/s latent / pixel = "
-      f"{summary.get('training_images_per_second_ratio', float('nan')):.2f}", "", (res / "compute.md").read_text()]
-(res / "summary.md").write_text("\n".join(L) + "\n")
-print("\n".join(L))
-EOF
+"$PY" benchmarks/latent_summary.py "$RESULTS" "$RUN_DIR" "$BUDGET" "$MODE" "$FACTORS" 2>&1 | tee -a "$LOG"
 stage "done; results in $RESULTS"

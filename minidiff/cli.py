@@ -156,6 +156,10 @@ def _add_train_args(p, defaults):
                    help="unet: a diffusion model (the default); autoencoder: the first stage of a latent model")
     g.add_argument("--reg", default=None, choices=("kl", "vq"),
                    help="--model autoencoder: KL towards N(0, I) (the default) or a VQ codebook")
+    g.add_argument("--factor", type=int, default=None, choices=(1, 2, 4),
+                   help="--model autoencoder: the downsampling factor f (default: the preset's, 4)")
+    g.add_argument("--latent-channels", type=int_at_least(1), default=None,
+                   help="--model autoencoder: the latent's channels c (default: the preset's)")
     g.add_argument("--autoencoder", default=None, metavar="DIR",
                    help="train a latent model on the latents of this autoencoder checkpoint")
     p.set_defaults(image_only={a.option_strings[0]: a.dest for a in g._group_actions})
@@ -321,7 +325,8 @@ def _train_images(args):
     _check_image_data(args)
     if args.model == "autoencoder":
         return _train_autoencoder(args)
-    _refuse_given(args, {"--reg": "reg"}, "for --model autoencoder")
+    _refuse_given(args, {"--reg": "reg", "--factor": "factor", "--latent-channels": "latent_channels"},
+                  "for --model autoencoder")
     from .torch.train import train_images
     from .torch.unet import UNet
 
@@ -359,8 +364,14 @@ def _train_autoencoder(args):
     _refuse_given(args, {"--method": "method", "--class-conditional": "class_conditional",
                          "--autoencoder": "autoencoder", "--flip": "flip"},
                   "for diffusion models; --model autoencoder trains the first stage")
+    from .torch.train_autoencoder import PRESETS as AE_PRESETS
+
     reg = args.reg or "kl"
-    shape = {k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels)) if v is not None}
+    shape = {k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels),
+                               ("latent_channels", args.latent_channels)) if v is not None}
+    if args.factor is not None:                                  # one resolution level per halving
+        mults, levels = AE_PRESETS[args.preset or "cpu"]["autoencoder"]["channel_mults"], args.factor.bit_length()
+        shape["channel_mults"] = tuple(mults[:levels]) + (mults[-1],) * max(0, levels - len(mults))
     cfg = AutoencoderTrainConfig.from_preset(
         args.preset or "cpu", dataset=args.dataset, seed=args.seed, data_root=args.data_root or "",
         limit=args.limit or 0, compile=bool(args.compile), bf16=not args.no_bf16,
