@@ -36,7 +36,7 @@ case "$MODE" in
          export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} ;;
   *) echo "MODE must be gpu or cpu, got $MODE"; exit 1 ;;
 esac
-FACTORS=${FACTORS:-4 2}          # the first stages' downsampling factors, one latent model each
+FACTORS=${FACTORS:-$([ "$MODE" = gpu ] && echo 4 || echo 4 2)}   # the first stages' factors, one latent model each (gpu: 9 min)
 RUN_DIR=${RUN_DIR:-/tmp/minidiff_latent_$MODE}
 RESULTS=${RESULTS:-${OUT:-$REPO/benchmarks/results/latent_fashion_mnist_$MODE}}
 [ "$MODE" = smoke ] && RESULTS=${RESULTS_SMOKE:-$RUN_DIR/results}

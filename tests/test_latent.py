@@ -241,3 +241,14 @@ def test_the_command_line_trains_evaluates_and_resumes_an_autoencoder_then_a_lat
     report = json.loads((run / "eval.json").read_text())
     assert report["n_samples"] == 20 and report["fd"] > 0
     assert report["autoencoder_sha256"] == image_checkpoint_sha256(ae)
+
+
+def test_a_collapsed_vq_codebook_is_warned_about_with_its_usage(tmp_path):
+    ae_dir = tmp_path / "vq"
+    train_autoencoder(ae_config("vq", steps=2), ae_dir, progress=False)
+    ae, _, _ = latent.load_first_stage(ae_dir)
+    one_code = ae.codebook[3].reshape(1, -1, 1, 1).expand(20, -1, 4, 4)      # every latent pixel at code 3
+    with pytest.warns(UserWarning, match=r"uses 0\.062 of its 16 codes"):
+        assert latent.warn_if_collapsed(ae, one_code.contiguous()) == 1 / 16
+    spread = ae.codebook.T.reshape(1, -1, 4, 4).expand(3, -1, -1, -1)        # all 16 codes once per example
+    assert latent.warn_if_collapsed(ae, spread.contiguous()) == 1.0

@@ -15,6 +15,7 @@ layer; this file is the first stage around them:
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,32 @@ def latent_scale_factor(ae_config, encoded, seed: int = 0) -> float:
     except ValueError as e:
         raise ValueError(f"the autoencoder's latents cannot be scaled to unit variance ({e}): an untrained or "
                          "collapsed autoencoder?") from None
+
+
+MIN_CODE_USAGE = 0.25          # a VQ first stage using fewer of its codes on the training set is warned about
+
+
+@torch.no_grad()
+def code_usage(ae, encoded, batch_size: int = 4096) -> float:
+    """The fraction of a VQ autoencoder's codes that the nearest-code step picks for the
+    encodings ``encoded`` (N, c, h, w) (``codebook_usage`` of the summed ``code_histogram``)."""
+    hist = 0
+    for i in range(0, len(encoded), batch_size):
+        _, k = ae.quantize(encoded[i:i + batch_size])
+        hist = hist + autoencoding.code_histogram(k.reshape(-1), ae.config.codebook_size)
+    return float(autoencoding.codebook_usage(hist))
+
+
+def warn_if_collapsed(ae, encoded, threshold: float = MIN_CODE_USAGE):
+    """A VQ first stage whose codebook collapsed (usage below ``threshold`` on ``encoded``) is
+    warned about, with the number: its latent model can only reach what those few codes decode to."""
+    if ae.config.reg != "vq":
+        return None
+    usage = code_usage(ae, encoded)
+    if usage < threshold:
+        warnings.warn(f"the VQ autoencoder uses {usage:.3f} of its {ae.config.codebook_size} codes on the training set "
+                      f"(below {threshold}): its codebook collapsed; retrain it with restart_every", stacklevel=2)
+    return usage
 
 
 def first_stage_for(config, path=None, device="cpu"):

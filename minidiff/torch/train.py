@@ -30,7 +30,8 @@ from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, random_flip, to_model_range
 from ..guidance import drop_labels
 from ..methods import MethodConfig, Objective, config_from_dict, raw_to_model
-from .latent import LATENT_STREAM, encoded_dataset, latent_of, latent_scale_factor, load_first_stage
+from .latent import (LATENT_STREAM, encoded_dataset, latent_of, latent_scale_factor, load_first_stage,
+                     warn_if_collapsed)
 from .loop import LoopConfig, Task, batch_indices, ema_into, frozen, load_run, pick_device, step_seed, train_loop
 from .sampling import save_grid
 from .train_autoencoder import AutoencoderTrainConfig
@@ -292,6 +293,7 @@ def prepare_latents(cfg: ImageConfig, device=None, log=print):
     if cfg.class_conditional and int(labels.max()) >= u.num_classes:
         raise ValueError(f"dataset {cfg.dataset!r} has labels up to {int(labels.max())} but unet.num_classes is "
                          f"{u.num_classes}")
+    warn_if_collapsed(ae, encoded)
     scale = cfg.scale_factor or latent_scale_factor(ae_cfg.autoencoder, encoded, cfg.seed)
     cfg = dataclasses.replace(cfg, autoencoder_sha256=sha, scale_factor=scale)
     return cfg, (ae, ae_cfg, encoded, labels)
