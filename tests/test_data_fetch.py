@@ -234,3 +234,23 @@ def test_default_cache_folder(monkeypatch):
     assert fetch.cache_dir() == Path.home() / ".cache" / "minidiff"
     monkeypatch.setenv(fetch.DATA_ENV, "/some/where")
     assert fetch.fashion_mnist_cache() == Path("/some/where/fashion-mnist")
+
+
+def test_an_installed_package_whose_files_were_deleted_is_reinstalled(tmp_path, monkeypatch, nowhere):
+    """dpkg says installed, so a plain `apt-get install` does nothing; `--reinstall` puts the files back."""
+    calls = []
+    debian = tmp_path / "no-debian-package"
+
+    def fake_run(argv, **kwargs):
+        calls.append([a for a in argv if not a.startswith("-q") and a != "-y"])
+        if "--reinstall" in argv:
+            debian.mkdir(exist_ok=True)
+            for name in fetch.FASHION_MNIST_FILES:
+                (debian / name).write_bytes(b"")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(fetch.subprocess, "run", fake_run)
+    monkeypatch.setattr(fetch.shutil, "which", lambda cmd: "/usr/bin/" + cmd)
+    monkeypatch.setattr(fetch.os, "geteuid", lambda: 0, raising=False)
+    assert fetch.ensure_fashion_mnist(base_url=_dead_url(), progress=False) == debian
+    assert calls == [["apt-get", "install", fetch.APT_PACKAGE], ["apt-get", "install", "--reinstall", fetch.APT_PACKAGE]]

@@ -136,14 +136,15 @@ def _say(progress: bool, message: str) -> None:
         print(message, flush=True)
 
 
-def _apt_install(progress: bool) -> bool:
+def _apt_install(progress: bool, reinstall: bool = False) -> bool:
     """Step 2: `apt-get install -y dataset-fashion-mnist` (after `apt-get update` if the package is
-    unknown, as on a fresh container); True if it installed.  Only as root, only where apt-get is."""
+    unknown, as on a fresh container; with ``reinstall``, `--reinstall`: the package is recorded as
+    installed but its files were deleted); True if it installed.  Only as root, only where apt-get is."""
     if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
         return False
-    _say(progress, f"Fashion-MNIST: installing Debian's {APT_PACKAGE} with apt-get")
+    _say(progress, f"Fashion-MNIST: {'reinstalling' if reinstall else 'installing'} Debian's {APT_PACKAGE} with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", APT_PACKAGE]
+    install = ["apt-get", "install", "-y", "-qq", *(["--reinstall"] if reinstall else []), APT_PACKAGE]
     quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if subprocess.run(install, **quiet).returncode == 0:
         return True
@@ -172,8 +173,13 @@ def ensure_fashion_mnist(dest=None, base_url: str | None = None, apt: bool = Tru
         if apt and _apt_install(progress):  # step 2
             try:
                 return _fashion_mnist_dir(None)
-            except FileNotFoundError:
-                _say(progress, f"Fashion-MNIST: {APT_PACKAGE} installed but its files were not found")
+            except FileNotFoundError:  # installed before, its files deleted since: put them back
+                _say(progress, f"Fashion-MNIST: {APT_PACKAGE} is installed but its files are missing")
+            if _apt_install(progress, reinstall=True):
+                try:
+                    return _fashion_mnist_dir(None)
+                except FileNotFoundError:
+                    _say(progress, f"Fashion-MNIST: {APT_PACKAGE} reinstalled but its files were not found")
     folder = Path(dest) if dest is not None else fashion_mnist_cache()
     bases = (base_url,) if base_url else FASHION_MNIST_URLS
     for name, published in FASHION_MNIST_FILES.items():  # step 3
