@@ -32,8 +32,7 @@ from minidiff.backend import generator
 from minidiff.methods import Objective, raw_to_model, run_sampler
 from minidiff.torch.autoencoder import Autoencoder, AutoencoderConfig
 from minidiff.torch.train import ImageConfig, preset_unet
-from minidiff.torch.train_autoencoder import PRESETS as AE_PRESETS
-from minidiff.torch.train_autoencoder import AutoencoderTrainConfig
+from minidiff.torch.train_autoencoder import AutoencoderTrainConfig, factor_mults
 from minidiff.torch.unet import UNet, UNetConfig
 
 FACTORS = {"pixels 1x28x28": None, "latent f=2": 2, "latent f=4": 4}
@@ -41,10 +40,7 @@ FACTORS = {"pixels 1x28x28": None, "latent f=2": 2, "latent f=4": 4}
 
 def first_stage(preset: str, f: int) -> AutoencoderConfig:
     """The autoencoder `minidiff train --model autoencoder --preset PRESET --factor F` builds."""
-    mults = AE_PRESETS[preset]["autoencoder"]["channel_mults"]
-    levels = f.bit_length()
-    mults = tuple(mults[:levels]) + (mults[-1],) * max(0, levels - len(mults))
-    return AutoencoderTrainConfig.from_preset(preset, autoencoder={"channel_mults": mults}).autoencoder
+    return AutoencoderTrainConfig.from_preset(preset, autoencoder={"channel_mults": factor_mults(preset, f)}).autoencoder
 
 
 def rows(preset: str) -> list:

@@ -364,14 +364,13 @@ def _train_autoencoder(args):
     _refuse_given(args, {"--method": "method", "--class-conditional": "class_conditional",
                          "--autoencoder": "autoencoder", "--flip": "flip"},
                   "for diffusion models; --model autoencoder trains the first stage")
-    from .torch.train_autoencoder import PRESETS as AE_PRESETS
+    from .torch.train_autoencoder import factor_mults
 
     reg = args.reg or "kl"
     shape = {k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels),
                                ("latent_channels", args.latent_channels)) if v is not None}
-    if args.factor is not None:                                  # one resolution level per halving
-        mults, levels = AE_PRESETS[args.preset or "cpu"]["autoencoder"]["channel_mults"], args.factor.bit_length()
-        shape["channel_mults"] = tuple(mults[:levels]) + (mults[-1],) * max(0, levels - len(mults))
+    if args.factor is not None:
+        shape["channel_mults"] = factor_mults(args.preset or "cpu", args.factor)
     cfg = AutoencoderTrainConfig.from_preset(
         args.preset or "cpu", dataset=args.dataset, seed=args.seed, data_root=args.data_root or "",
         limit=args.limit or 0, compile=bool(args.compile), bf16=not args.no_bf16,

@@ -52,6 +52,15 @@ PRESETS = {
 }
 
 
+def factor_mults(preset: str, factor: int) -> tuple:
+    """The channel_mults of preset ``preset``'s autoencoder for the downsampling factor f
+    (1, 2 or 4): one resolution level per halving, the preset's deepest multiplier repeated."""
+    _checks.choice("preset", preset, tuple(PRESETS))
+    _checks.choice("factor", factor, (1, 2, 4))
+    mults, levels = PRESETS[preset]["autoencoder"]["channel_mults"], factor.bit_length()
+    return tuple(mults[:levels]) + (mults[-1],) * max(0, levels - len(mults))
+
+
 def even_latent_padding(image_size: int, factor: int) -> int:
     """The least padding p >= 0 with (image_size + 2p) divisible by 2f, so the latent side
     (image_size + 2p) / f is even and a latent U-Net can halve it (28, f = 4: p = 2, latent 8x8;
