@@ -46,7 +46,7 @@ def drop_labels(labels, p_uncond: float, null_label, rng, num_classes=None):
     _check_rng(rng)
     xp = namespace(labels)
     if not isinstance(null_label, (int, np.integer)):
-        null_label = xp.asarray(null_label, like=labels)     # an array null: labels' backend, device, dtype
+        null_label = xp.asarray(null_label, like=labels, dtype=labels.dtype)   # labels' backend, device, dtype
     raise NotImplementedError("EXERCISE drop_labels: write this function (see its docstring)")
 
 
@@ -92,7 +92,8 @@ def classifier_free_guidance(model, w: float, null_label=None, key: str = "class
             raise ValueError(f"{key} must hold one condition per example of x {tuple(x.shape)}, got shape {tuple(c.shape)}")
         t = t if _checks.is_array(t) else xp.asarray(np.full(B, t), like=x)
         rest = {k: xp.concatenate([v, v], axis=0) if xp.is_array(v) else v for k, v in model_kwargs.items()}
-        null_c = xp.zeros_like(c) + (null if isinstance(null, (int, np.integer)) else xp.asarray(null, like=c))
+        null_c = xp.zeros_like(c) + (null if isinstance(null, (int, np.integer))
+                                     else xp.asarray(null, like=c, dtype=c.dtype))   # e.g. the empty caption's ids
         raise NotImplementedError("EXERCISE classifier_free_guidance: write this function (see its docstring)")
 
     return guided_model

@@ -16,6 +16,7 @@ import torch
 
 from minidiff.backend import to_numpy
 from minidiff.data.images import from_model_range
+from minidiff.torch.attention import key_padding_bias
 
 
 def modulate(h, emb_out):
@@ -28,12 +29,15 @@ def modulate(h, emb_out):
     raise NotImplementedError("EXERCISE modulate: write this function (see its docstring)")
 
 
-def attention(q, k, v):
+def attention(q, k, v, mask=None):
     """Scaled dot-product attention (Vaswani et al. 2017, eq. 1): softmax(q k^T / sqrt(d)) v,
-    the softmax over the keys.  q: (..., L, d), k: (..., S, d), v: (..., S, d_v) -> (..., L, d_v)."""
+    the softmax over the keys.  q: (..., L, d), k: (..., S, d), v: (..., S, d_v) -> (..., L, d_v).
+    mask (optional): bool, True for the keys that take part, broadcastable to (..., L, S): a key
+    padding mask (B, S) becomes (B, 1, 1, S) with ``key_padding_bias``."""
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"q (..., L, d), k (..., S, d) and v (..., S, d_v) do not fit: {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
+    bias = 0.0 if mask is None else key_padding_bias(mask, q.dtype)        # 0 or -inf per key
     raise NotImplementedError("EXERCISE attention: write this function (see its docstring)")
 
 

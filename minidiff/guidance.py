@@ -89,7 +89,7 @@ def drop_labels(labels, p_uncond: float, null_label, rng, num_classes=None):
     _check_rng(rng)
     xp = namespace(labels)
     if not isinstance(null_label, (int, np.integer)):
-        null_label = xp.asarray(null_label, like=labels)     # an array null: labels' backend, device, dtype
+        null_label = xp.asarray(null_label, like=labels, dtype=labels.dtype)   # labels' backend, device, dtype
     # BEGIN SOLUTION
     # hint: d = xp.int_array(rng.random(B) < p_uncond, like=labels) (1 where dropped), with
     # hint: labels.ndim - 1 trailing axes (xp.append_dims); return labels * (1 - d) + null_label * d
@@ -143,7 +143,8 @@ def classifier_free_guidance(model, w: float, null_label=None, key: str = "class
             raise ValueError(f"{key} must hold one condition per example of x {tuple(x.shape)}, got shape {tuple(c.shape)}")
         t = t if _checks.is_array(t) else xp.asarray(np.full(B, t), like=x)
         rest = {k: xp.concatenate([v, v], axis=0) if xp.is_array(v) else v for k, v in model_kwargs.items()}
-        null_c = xp.zeros_like(c) + (null if isinstance(null, (int, np.integer)) else xp.asarray(null, like=c))
+        null_c = xp.zeros_like(c) + (null if isinstance(null, (int, np.integer))
+                                     else xp.asarray(null, like=c, dtype=c.dtype))   # e.g. the empty caption's ids
         # BEGIN SOLUTION
         # hint: one model call on xp.concatenate([x, x]), the same for t, and the condition
         # hint: [c; null_c] under key; split the output at B and return guided(first half, second half, w)

@@ -1,9 +1,15 @@
-"""Attention for the U-Net (Vaswani et al. 2017, "Attention Is All You Need"; equation numbers refer
-to that paper).  ``attention`` is eq. 1; the modules split their channels into heads, run it on
-every head at once and merge the heads again.  Self-attention (``Attention``) takes its queries,
-keys and values from the same feature map; a cross-attention block (queries from the image, keys
-and values from a conditioning sequence such as a text embedding) fits beside it on the same
-``split_heads`` / ``merge_heads`` and kernel.
+"""Attention for the U-Net and the text encoder (Vaswani et al. 2017, "Attention Is All You Need";
+equation numbers refer to that paper).  ``attention`` is eq. 1; the modules split their channels
+into heads, run it on every head at once and merge the heads again.
+
+- ``Attention``: self-attention over a feature map's H*W positions (the plain U-Net's).
+- ``MultiHeadAttention``: on token sequences; self-attention (the text encoder), or
+  cross-attention when given a context: Q = W_Q phi(z), K = W_K tau(y), V = W_V tau(y)
+  (Rombach et al. 2022, eq. 3 and section 3.3), with a key padding mask so that the padding
+  of a short caption gets no weight (LDM passes none).
+- ``TransformerBlock``: LDM's spatial transformer: the feature map as tokens through
+  self-attention, cross-attention on the context and a feed-forward layer, each pre-LayerNorm
+  and residual, and a zero-initialised projection back, so that the block starts as the identity.
 """
 from __future__ import annotations
 
@@ -16,16 +22,38 @@ from torch.nn import functional as F
 from ._init import _near_zero_
 
 
-def attention(q, k, v):
+def attention(q, k, v, mask=None):
     """Scaled dot-product attention (Vaswani et al. 2017, eq. 1): softmax(q k^T / sqrt(d)) v,
-    the softmax over the keys.  q: (..., L, d), k: (..., S, d), v: (..., S, d_v) -> (..., L, d_v)."""
+    the softmax over the keys.  q: (..., L, d), k: (..., S, d), v: (..., S, d_v) -> (..., L, d_v).
+    mask (optional): bool, True for the keys that take part, broadcastable to (..., L, S): a key
+    padding mask (B, S) becomes (B, 1, 1, S) with ``key_padding_bias``."""
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"q (..., L, d), k (..., S, d) and v (..., S, d_v) do not fit: {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
+    bias = 0.0 if mask is None else key_padding_bias(mask, q.dtype)        # 0 or -inf per key
     # BEGIN SOLUTION
-    # hint: weights = softmax(q @ k^T / sqrt(d), over the last axis); return weights @ v
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)   # (..., L, S)
+    # hint: weights = softmax(q @ k^T / sqrt(d) + bias, over the last axis); return weights @ v
+    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias, dim=-1)   # (..., L, S)
     return weights @ v
+    # END SOLUTION
+
+
+def key_padding_bias(mask, dtype=torch.float32):
+    """The additive form of a key padding mask: 0 where ``mask`` is True (a real token), -inf
+    where it is False (padding), so that softmax gives padding exactly zero weight.  A (B, S)
+    mask becomes (B, 1, 1, S), broadcast over heads and queries; other shapes are kept.  A row
+    with no real key would be all -inf (NaN after softmax): refused."""
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor (True: a key that takes part), got {mask.dtype}")
+    if mask.ndim == 2:
+        mask = mask[:, None, None, :]                                  # (B, S) -> (B, 1, 1, S)
+    if mask.shape[-1] == 0 or not bool(mask.any(dim=-1).all()):
+        raise ValueError("mask leaves a query with no key to attend to (every key masked); "
+                         "an empty caption still has its [BOS] and [EOS] tokens")
+    # BEGIN SOLUTION
+    # hint: a float tensor of dtype, 0 where mask is True and -inf where it is False
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
     # END SOLUTION
 
 
@@ -61,3 +89,80 @@ class Attention(nn.Module):
         q, k, v = (split_heads(a, self.num_heads) for a in tokens.chunk(3, dim=-1))   # (B, nh, HW, hs) each
         h = merge_heads(self.kernel(q, k, v))                                 # attention(q, k, v): (B, HW, C)
         return x + self.proj(h.transpose(1, 2).reshape(B, C, H, W))
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention on token sequences, pre-LayerNorm, residual: x + W_O attention(Q, K, V).
+    Self-attention when ``context`` is None; cross-attention (LDM eq. 3) when given: Q = W_Q x,
+    K = W_K context, V = W_V context, the context's padding masked out by ``context_mask``.
+    ``store_weights = True`` keeps the last softmax weights (B, heads, L, S) in ``self.weights``
+    (cross-attention maps), computed with ``attention``'s formula instead of the fused kernel."""
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide the width {dim}")
+        self.num_heads, self.store_weights, self.weights = num_heads, False, None
+        self.norm = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
+        self.proj = _near_zero_(nn.Linear(dim, dim))
+
+    def forward(self, x, context=None, context_mask=None):
+        # x: (B, L, dim); context: (B, S, context_dim) or None; context_mask: (B, S) bool -> (B, L, dim)
+        h = self.norm(x)
+        kv = h if context is None else context
+        if context_mask is not None and context_mask.shape != kv.shape[:2]:
+            raise ValueError(f"context_mask must have shape (B, S) = {tuple(kv.shape[:2])}, "
+                             f"got {tuple(context_mask.shape)}")
+        q = split_heads(self.to_q(h), self.num_heads)                            # (B, nh, L, hs)
+        k, v = (split_heads(a, self.num_heads) for a in self.to_kv(kv).chunk(2, dim=-1))   # (B, nh, S, hs)
+        if self.store_weights:
+            bias = 0.0 if context_mask is None else key_padding_bias(context_mask, q.dtype)
+            self.weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias, dim=-1)
+            out = self.weights @ v
+        else:
+            mask = None if context_mask is None else key_padding_bias(context_mask, q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)      # = attention(q, k, v, mask)
+        return x + self.proj(merge_heads(out))
+
+
+class FeedForward(nn.Module):
+    """x + W_2 GELU(W_1 LayerNorm(x)), 4x wider inside (Vaswani et al. 2017, eq. 2, pre-norm)."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mult * dim), nn.GELU(),
+                                 _near_zero_(nn.Linear(mult * dim, dim)))
+
+    def forward(self, x):  # (B, L, dim) -> (B, L, dim)
+        return x + self.net(x)
+
+
+class TransformerBlock(nn.Module):
+    """LDM's spatial transformer (Rombach et al. 2022, section 3.3 and appendix): GroupNorm and a
+    1x1 projection turn the feature map (B, C, H, W) into H*W tokens, which pass through
+    self-attention, cross-attention on the context tau(y) (B, S, context_dim) and a feed-forward
+    layer; a zero-initialised 1x1 projection maps them back, added to the input."""
+
+    def __init__(self, ch: int, context_dim: int, num_heads: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, ch)
+        self.proj_in = nn.Conv2d(ch, ch, 1)
+        self.self_attn = MultiHeadAttention(ch, num_heads)
+        self.cross_attn = MultiHeadAttention(ch, num_heads, context_dim)
+        self.ff = FeedForward(ch)
+        self.proj_out = _near_zero_(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x, context, context_mask=None):
+        # x: (B, C, H, W), context: (B, S, context_dim), context_mask: (B, S) bool -> (B, C, H, W)
+        B, C, H, W = x.shape
+        if context is None:
+            raise ValueError("this U-Net has cross-attention (context_dim is set): pass context (B, S, context_dim)")
+        if context.ndim != 3 or context.shape[0] != B:
+            raise ValueError(f"context must have shape (B, S, context_dim) with B = {B}, got {tuple(context.shape)}")
+        h = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)              # (B, HW, C)
+        h = self.self_attn(h)
+        h = self.cross_attn(h, context, context_mask)
+        h = self.ff(h)
+        return x + self.proj_out(h.transpose(1, 2).reshape(B, C, H, W))

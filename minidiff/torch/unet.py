@@ -4,7 +4,10 @@ the raw network F of an EDM denoiser.
 The architecture of DDPM (Ho et al. 2020, Appendix B) as refined by "Diffusion Models Beat GANs"
 (Dhariwal & Nichol 2021): residual blocks with GroupNorm and SiLU, the time embedding injected as
 a per-channel scale and shift, multi-head self-attention at chosen resolutions, an optional class
-embedding added to the time embedding (with a null class for classifier-free guidance).
+embedding added to the time embedding (with a null class for classifier-free guidance).  With
+``context_dim`` set, the attention resolutions get LDM's transformer block instead (self-attention,
+cross-attention on a context sequence tau(y) such as a caption's token embeddings, feed-forward;
+Rombach et al. 2022, section 3.3): ``net(x, t, context=c, context_mask=m)``.
 
     cfg = UNetConfig(in_channels=1, image_size=28, channel_mults=(1, 2, 2), attention_resolutions=(7,))
     net = UNet(cfg); print(net.summary())
@@ -21,7 +24,7 @@ from torch.nn import functional as F
 
 from ..nn.mlp import sinusoidal_embedding
 from ._init import _near_zero_
-from .attention import Attention, attention  # noqa: F401  (attention: lesson 11 and older imports)
+from .attention import Attention, TransformerBlock, attention  # noqa: F401  (attention: lesson 11 and older imports)
 
 
 UNET_LIMITS = {"in_channels": 64, "out_channels": 64, "image_size": 2048, "base_channels": 1024,
@@ -41,6 +44,7 @@ class UNetConfig:
     num_heads: int = 4
     dropout: float = 0.1
     num_classes: int | None = None             # None: unconditional
+    context_dim: int | None = None             # cross-attention on a (B, S, context_dim) context (None: none)
     time_embedding: str = "sinusoidal"         # 'sinusoidal' (DDPM) or 'fourier' (random features, NCSN++)
     fourier_scale: float = 16.0                # std of the random Fourier frequencies
     groups: int = 8                            # GroupNorm groups
@@ -82,6 +86,11 @@ class UNetConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):
             raise ValueError(f"num_classes must be None or an integer >= 1, got {self.num_classes!r}")
+        if self.context_dim is not None:
+            if isinstance(self.context_dim, bool) or not isinstance(self.context_dim, int) or not 1 <= self.context_dim <= 4096:
+                raise ValueError(f"context_dim must be None or an integer in [1, 4096], got {self.context_dim!r}")
+            if not self.attention_resolutions:
+                raise ValueError("context_dim needs attention_resolutions: cross-attention runs where attention does")
         if self.time_embedding not in ("sinusoidal", "fourier"):
             raise ValueError(f"time_embedding must be 'sinusoidal' or 'fourier', got {self.time_embedding!r}")
         if self.base_channels % 2:
@@ -141,15 +150,21 @@ class ResBlock(nn.Module):
 
 
 class Stage(nn.Module):
-    """One residual block, followed by self-attention at the chosen resolutions."""
+    """One residual block, followed at the chosen resolutions by self-attention, or (context_dim
+    set) by a transformer block with cross-attention on the context."""
 
     def __init__(self, in_ch, out_ch, cfg: UNetConfig, emb_dim: int, attention: bool):
         super().__init__()
         self.res = ResBlock(in_ch, out_ch, emb_dim, cfg.dropout, cfg.groups)
-        self.attn = Attention(out_ch, cfg.num_heads, cfg.groups) if attention else None
+        self.attn = None
+        if attention:
+            self.attn = (Attention(out_ch, cfg.num_heads, cfg.groups) if cfg.context_dim is None
+                         else TransformerBlock(out_ch, cfg.context_dim, cfg.num_heads, cfg.groups))
 
-    def forward(self, x, emb):
+    def forward(self, x, emb, context=None, context_mask=None):
         h = self.res(x, emb)
+        if isinstance(self.attn, TransformerBlock):
+            return self.attn(h, context, context_mask)
         return self.attn(h) if self.attn is not None else h
 
 
@@ -174,9 +189,11 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """eps_theta(x, t) (or F(c_in x, c_noise) inside an EDM denoiser), optionally class-conditional.
 
-    forward(x (B, C, H, W), t (B,) int or float, class_labels (B,) int64 or None) -> (B, out_channels, H, W).
+    forward(x (B, C, H, W), t (B,) int or float, class_labels (B,) int64 or None,
+            context (B, S, context_dim) or None, context_mask (B, S) bool or None) -> (B, out_channels, H, W).
     With num_classes set, label ``num_classes`` (``self.null_class``) means "no class", for
-    classifier-free guidance."""
+    classifier-free guidance.  With context_dim set, ``context`` is required (the conditioning
+    sequence tau(y)); ``context_mask`` marks its real tokens (None: all real)."""
 
     def __init__(self, config: UNetConfig | None = None, verbose: bool = False):
         super().__init__()
@@ -225,6 +242,8 @@ class UNet(nn.Module):
         chans = "/".join(str(c.base_channels * m) for m in c.channel_mults)
         attn = ",".join(map(str, c.attention_resolutions)) or "none"
         cond = f"{c.num_classes} classes (+ null)" if c.num_classes is not None else "unconditional"
+        if c.context_dim is not None:
+            cond = (cond + " + " if c.num_classes is not None else "") + f"cross-attention on a {c.context_dim}-d context"
         return (f"UNet {c.in_channels}x{c.image_size}x{c.image_size} -> {c.out_channels} channels | "
                 f"channels {chans} | {c.num_res_blocks} res blocks/level | attention at {attn} | "
                 f"{c.time_embedding} time embedding | {cond} | {self.num_parameters():,} parameters")
@@ -251,7 +270,23 @@ class UNet(nn.Module):
                              f"got shape {tuple(y.shape)}")
         return emb + self.class_emb(y.long())                              # (B, 4 ch)
 
-    def forward(self, x, t, class_labels=None):
+    def _context(self, context, context_mask, B: int, dtype) -> dict:
+        """The cross-attention keywords, checked: {} for a U-Net without cross-attention."""
+        D = self.config.context_dim
+        if D is None:
+            if context is not None or context_mask is not None:
+                raise ValueError("context was given but this U-Net has no cross-attention (context_dim=None)")
+            return {}
+        if context is None:
+            raise ValueError(f"context (B, S, {D}) is required: this U-Net has cross-attention (context_dim={D})")
+        if context.ndim != 3 or context.shape[0] != B or context.shape[2] != D:
+            raise ValueError(f"context must have shape (B, S, context_dim) = ({B}, S, {D}), got {tuple(context.shape)}")
+        if context_mask is not None and (context_mask.dtype != torch.bool or context_mask.shape != context.shape[:2]):
+            raise ValueError(f"context_mask must be a bool tensor of shape (B, S) = {tuple(context.shape[:2])}, "
+                             f"got {context_mask.dtype} {tuple(context_mask.shape)}")
+        return {"context": context.to(dtype), "context_mask": context_mask}
+
+    def forward(self, x, t, class_labels=None, context=None, context_mask=None):
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"x must have shape (B, {cfg.in_channels}, H, W) (in_channels={cfg.in_channels}), "
@@ -260,13 +295,14 @@ class UNet(nn.Module):
             raise ValueError(f"x must be {cfg.image_size}x{cfg.image_size} (image_size), got "
                              f"{x.shape[2]}x{x.shape[3]}")
         emb = self._embedding(t, class_labels, x.shape[0], x.device, x.dtype)  # (B, 4 ch)
+        ctx = self._context(context, context_mask, x.shape[0], x.dtype)         # {} or context, context_mask
         h = self.stem(x)                                                       # (B, ch, H, W)
         skips = [h]
         for layer in self.down:
-            h = layer(h, emb)
+            h = layer(h, emb, **ctx) if isinstance(layer, Stage) else layer(h)
             skips.append(h)
         for layer in self.mid:
-            h = layer(h, emb)                                                  # (B, ch * mults[-1], H / 2^L, ...)
+            h = layer(h, emb, **ctx)                                           # (B, ch * mults[-1], H / 2^L, ...)
         for layer in self.up:
-            h = layer(h) if isinstance(layer, Upsample) else layer(torch.cat([h, skips.pop()], dim=1), emb)
+            h = layer(h) if isinstance(layer, Upsample) else layer(torch.cat([h, skips.pop()], dim=1), emb, **ctx)
         return self.out(h)                                                     # (B, out_channels, H, W)

@@ -1,0 +1,202 @@
+"""Cross-attention with a key padding mask, LDM's transformer block in the U-Net, the text encoder
+tau and the conditioned U-Net (Rombach et al. 2022, section 3.3).  Float64 and tiny sizes."""
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from minidiff import samplers, schedules
+from minidiff.guidance import classifier_free_guidance, drop_labels
+from minidiff.torch.attention import MultiHeadAttention, TransformerBlock, attention, key_padding_bias
+from minidiff.torch.conditioning import ClassTokenEncoder, ConditionedUNet
+from minidiff.torch.text import PAD_ID, TextConfig, TextEncoder
+from minidiff.torch.unet import UNet, UNetConfig
+
+torch.set_default_dtype(torch.float32)
+
+
+def _g(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _perturb_(module, seed=0, scale=0.3):
+    """Move every weight off its (near-zero) initialisation, so each branch really contributes."""
+    g = _g(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+def test_key_padding_bias_values_and_shape():
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    b = key_padding_bias(mask, torch.float64)
+    assert b.shape == (2, 1, 1, 3) and b.dtype == torch.float64
+    assert torch.equal(b[:, 0, 0] == 0, mask) and torch.isinf(b[~mask[:, None, None, :]]).all()
+    with pytest.raises(ValueError, match="no key"):
+        key_padding_bias(torch.tensor([[False, False]]))
+    with pytest.raises(ValueError, match="bool"):
+        key_padding_bias(torch.tensor([[1, 0]]))
+
+
+def test_masked_attention_equals_attention_on_the_real_keys_only():
+    g = _g(1)
+    q = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)
+    k = torch.randn(2, 3, 6, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 3, 6, 7, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])       # unequal lengths: 4 and 6 real keys
+    out = attention(q, k, v, mask)
+    torch.testing.assert_close(out[:1], attention(q[:1], k[:1, :, :4], v[:1, :, :4]))
+    torch.testing.assert_close(out[1:], attention(q[1:], k[1:], v[1:]))
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :]))
+
+
+def test_cross_attention_ignores_the_padding_and_takes_its_keys_from_the_context():
+    torch.manual_seed(0)
+    mha = _perturb_(MultiHeadAttention(8, 2, context_dim=5).double())
+    g = _g(2)
+    x = torch.randn(2, 9, 8, generator=g, dtype=torch.float64)
+    ctx = torch.randn(2, 4, 5, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    out = mha(x, ctx, mask)
+    ctx2 = ctx.clone()
+    ctx2[~mask] = 100 * torch.randn(int((~mask).sum()), 5, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(mha(x, ctx2, mask), out)              # padding changes nothing
+    ctx3 = ctx.clone()
+    ctx3[0, 0] += 1.0                                                # a real token of image 0 changes only image 0
+    out3 = mha(x, ctx3, mask)
+    assert not torch.allclose(out3[0], out[0]) and torch.equal(out3[1], out[1])
+    mha.store_weights = True
+    torch.testing.assert_close(mha(x, ctx, mask), out)               # the explicit path = the fused kernel
+    w = mha.weights                                                  # (B, heads, L, S)
+    assert w.shape == (2, 2, 9, 4)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, 9, dtype=torch.float64))
+    assert (w[~mask[:, None, None, :].expand_as(w)] == 0).all()
+    with pytest.raises(ValueError, match="context_mask"):
+        mha(x, ctx, mask[:, :3])
+
+
+def test_transformer_block_starts_as_the_identity_and_every_weight_gets_a_gradient():
+    torch.manual_seed(0)
+    block = TransformerBlock(8, context_dim=6, num_heads=2, groups=4).double()
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)                 # H != W
+    ctx = torch.randn(2, 4, 6, dtype=torch.float64)
+    mask = torch.tensor([[True, False, False, False], [True, True, True, True]])
+    out = block(x, ctx, mask)
+    assert out.shape == x.shape
+    assert (out - x).abs().max() < 1e-3 * x.abs().max()              # zero-initialised projection back
+    _perturb_(block, 3)
+    (block(x, ctx, mask) ** 2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
+    with pytest.raises(ValueError, match="context"):
+        block(x, None)
+
+
+def unet_cfg(**kw):
+    cfg = dict(in_channels=1, image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+               attention_resolutions=(4,), num_heads=2, groups=4, dropout=0.0, context_dim=6)
+    cfg.update(kw)
+    return UNetConfig(**cfg)
+
+
+def test_unet_with_context_dim_uses_the_context_and_checks_it():
+    torch.manual_seed(0)
+    net = _perturb_(UNet(unet_cfg()).double(), 4)
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    ctx = torch.randn(3, 5, 6, dtype=torch.float64)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 2:] = False
+    out = net(x, torch.tensor([1.0, 2.0, 3.0]), context=ctx, context_mask=mask)
+    assert out.shape == x.shape
+    ctx2 = ctx.clone()
+    ctx2[1] += 0.5
+    out2 = net(x, torch.tensor([1.0, 2.0, 3.0]), context=ctx2, context_mask=mask)
+    assert not torch.allclose(out2[1], out[1]) and torch.equal(out2[0], out[0]) and torch.equal(out2[2], out[2])
+    with pytest.raises(ValueError, match="context .* is required"):
+        net(x, 1.0)
+    with pytest.raises(ValueError, match="context must have shape"):
+        net(x, 1.0, context=torch.randn(3, 5, 7, dtype=torch.float64))
+    with pytest.raises(ValueError, match="no cross-attention"):
+        UNet(unet_cfg(context_dim=None))(x.float(), 1.0, context=ctx.float())
+    with pytest.raises(ValueError, match="context_dim needs attention_resolutions"):
+        unet_cfg(attention_resolutions=())
+    with pytest.raises(ValueError, match="context_dim"):
+        unet_cfg(context_dim=0)
+
+
+def text_encoder(**kw):
+    torch.manual_seed(0)
+    return TextEncoder(TextConfig(**{"vocab_size": 11, "context_length": 6, "width": 6, "layers": 2, "heads": 2,
+                                     **kw})).double()
+
+
+def test_text_encoder_masks_padding_and_is_order_aware():
+    enc = _perturb_(text_encoder(), 5, 0.1)
+    ids = torch.tensor([[2, 5, 7, 3, PAD_ID, PAD_ID], [2, 7, 5, 3, PAD_ID, PAD_ID]])
+    tokens, mask = enc(ids)
+    assert tokens.shape == (2, 6, 6) and torch.equal(mask, ids != PAD_ID)
+    with torch.no_grad():
+        enc.token_emb.weight[PAD_ID] += 10.0                           # what the padding holds does not matter
+    tokens2, _ = enc(ids)
+    torch.testing.assert_close(tokens2[mask], tokens[mask])
+    pooled = TextEncoder.pooled(tokens, mask)
+    assert pooled.shape == (2, 6) and not torch.allclose(pooled[0], pooled[1])   # word order matters
+    with pytest.raises(ValueError, match="vocab_size"):
+        enc(torch.tensor([[2, 11, 3, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="context_length"):
+        enc(torch.tensor([[2, 3, 0]]))
+    with pytest.raises(ValueError, match="heads"):
+        TextConfig(width=6, heads=4)
+
+
+def test_conditioned_unet_samples_with_guidance_on_the_empty_caption():
+    """The text condition travels as a keyword through DDIM and classifier-free guidance, whose
+    null is the empty caption's ids [BOS, EOS, PAD, ...], dropped into a batch by drop_labels."""
+    torch.manual_seed(0)
+    net = _perturb_(ConditionedUNet(unet_cfg(), text_encoder(), "tokens").double(), 6, 0.05)
+    empty = torch.tensor([2, 3, 0, 0, 0, 0])
+    ids = torch.tensor([[2, 5, 7, 3, 0, 0], [2, 9, 3, 0, 0, 0]])
+    dropped = drop_labels(ids, 0.5, empty, np.random.default_rng(0))
+    assert all(torch.equal(r, i) or torch.equal(r, empty) for r, i in zip(dropped, ids))
+    alpha_bar = schedules.alpha_bars(schedules.linear_betas(50))
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    ts = samplers.ddim_timesteps(50, 4)
+    plain = samplers.ddim_sample(net, x, alpha_bar, ts, tokens=ids)
+    w0 = samplers.ddim_sample(classifier_free_guidance(net, 0.0, key="tokens", null=empty), x, alpha_bar, ts,
+                              tokens=ids)
+    torch.testing.assert_close(w0, plain)                              # w = 0: the conditional model
+    uncond = samplers.ddim_sample(net, x, alpha_bar, ts, tokens=empty.expand(2, 6))
+    wm1 = samplers.ddim_sample(classifier_free_guidance(net, -1.0, key="tokens", null=empty), x, alpha_bar, ts,
+                               tokens=ids)
+    torch.testing.assert_close(wm1, uncond)                            # w = -1: the unconditional one
+    assert not torch.allclose(plain, uncond)
+    with pytest.raises(ValueError, match="tokens"):
+        net(x, torch.tensor([1, 2]))
+
+
+def test_cross_attention_maps_are_distributions_over_the_real_tokens():
+    torch.manual_seed(0)
+    net = _perturb_(ConditionedUNet(unet_cfg(), text_encoder(), "tokens").double(), 7, 0.05)
+    ids = torch.tensor([[2, 5, 3, 0, 0, 0], [2, 9, 4, 6, 3, 0]])
+    mods = net.cross_attention_maps()
+    net(torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([3, 4]), tokens=ids)
+    assert mods and all(m.weights is not None for m in mods)
+    for m in mods:
+        w = m.weights                                                  # (B, heads, H*W, S)
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:3], dtype=torch.float64))
+        assert (w[0, ..., 3:] == 0).all() and (w[1, ..., 5:] == 0).all()
+    net.cross_attention_maps(False)
+    assert all(m.weights is None and not m.store_weights for m in mods)
+
+
+def test_class_token_encoder_through_cross_attention():
+    torch.manual_seed(0)
+    enc = ClassTokenEncoder(num_classes=3, width=6).double()
+    net = _perturb_(ConditionedUNet(unet_cfg(), enc, "class_labels").double(), 8, 0.05)
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    out = net(x, torch.tensor([1, 2, 3, 4]), class_labels=torch.tensor([0, 1, 2, enc.null]))
+    assert out.shape == x.shape
+    with pytest.raises(ValueError, match=r"class labels must be integers in \[0, 3\]"):
+        net(x, 1, class_labels=torch.tensor([0, 1, 2, 4]))
+    with pytest.raises(ValueError, match="context_dim"):
+        ConditionedUNet(unet_cfg(context_dim=8), enc, "class_labels")
