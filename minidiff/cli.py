@@ -148,6 +148,9 @@ def _add_train_args(p, defaults):
     g.add_argument("--flip", action="store_true", default=None, help="random left-right flips")
     g.add_argument("--class-conditional", action="store_true", default=None,
                    help="give the U-Net the labels (10%% dropped to a null class, for classifier-free guidance)")
+    g.add_argument("--condition", default=None, choices=("text",),
+                   help="text: train a text-to-image model on Fashion-MNIST captions (cross-attention on a text "
+                        "encoder trained jointly; captions dropped to \"\" with probability p_uncond)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the U-Net")
     g.add_argument("--image-size", type=int_at_least(1), default=None, help="dataset folder: resize to this size")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3), help="dataset folder: 1 grey, 3 RGB")
@@ -185,7 +188,7 @@ def _image_config_from(args):
         args.preset or "cpu", dataset=args.dataset, method=args.method or "edm", target=args.target, T=args.T,
         schedule=args.schedule, seed=args.seed, scheme=args.scheme, teacher=args.teacher, cm_N=args.cm_N,
         metric=args.metric, data_root=args.data_root or "", limit=args.limit or 0, flip=bool(args.flip),
-        compile=bool(args.compile), class_conditional=bool(args.class_conditional),
+        compile=bool(args.compile), class_conditional=bool(args.class_conditional), condition=args.condition or "",
         bf16=not args.no_bf16, autoencoder=args.autoencoder or "", unet={k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels))
                                         if v is not None},
         **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup"))
@@ -327,8 +330,7 @@ def _train_images(args):
         return _train_autoencoder(args)
     _refuse_given(args, {"--reg": "reg", "--factor": "factor", "--latent-channels": "latent_channels"},
                   "for --model autoencoder")
-    from .torch.train import train_images
-    from .torch.unet import UNet
+    from .torch.train import build_network, train_images
 
     if args.autoencoder is not None and not Path(args.autoencoder).exists():
         raise UsageError(f"--autoencoder {args.autoencoder}: no such checkpoint folder (train one with "
@@ -346,7 +348,7 @@ def _train_images(args):
     if main_process:
         on = f" on the latents of {cfg.autoencoder}" if cfg.autoencoder else ""
         print(f"minidiff train: {cfg.method} on {cfg.dataset}{on}, preset {args.preset or 'cpu'}: {cfg.steps} steps "
-              f"of {cfg.batch_size} images | {UNet(cfg.unet).summary()}")
+              f"of {cfg.batch_size} images | {build_network(cfg).summary()}")
     result = train_images(cfg, out, resume=bool(args.resume), device=args.device,
                           log=print if main_process else (lambda *_: None))
     if main_process:
@@ -453,7 +455,7 @@ def _sample_images(args):
     x = sample_images(net, config, n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                       batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True,
                       class_labels=_class_labels(args, n), guidance=args.guidance, autoencoder=ae,
-                      **_sampler_kwargs(args, sampler))
+                      **_prompt_tokens(args, config, n), **_sampler_kwargs(args, sampler))
     save_image_grid(x, out)
     print(f"{n} samples in {time.perf_counter() - t0:.1f} s; grid in {out}")
     return 0
@@ -543,6 +545,49 @@ def _device(args):
         raise UsageError(f"--device: {e}") from None
 
 
+def _prompts(args) -> list | None:
+    """--prompt TEXT or --prompt-file FILE (one prompt per line): the prompts, or None."""
+    if args.prompt is not None and args.prompt_file is not None:
+        raise UsageError("--prompt and --prompt-file exclude each other")
+    if args.prompt_file is None:
+        return None if args.prompt is None else [args.prompt]
+    try:
+        lines = Path(args.prompt_file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--prompt-file {args.prompt_file}: cannot read it ({e.__class__.__name__})") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise UsageError(f"--prompt-file {args.prompt_file}: no prompts in it (one per line; # starts a comment)")
+    return prompts
+
+
+def _prompt_tokens(args, config, n: int) -> dict:
+    """{'tokens': (n, L)} for a text-conditioned model: prompt i mod the number of prompts for
+    image i, encoded with the run's tokenizer; the tokenizer's warnings (unknown words,
+    truncation) printed as one line each."""
+    import warnings
+
+    prompts = _prompts(args)
+    if getattr(config, "condition", "") != "text":
+        _refuse_given(args, {"--prompt": "prompt", "--prompt-file": "prompt_file"}, "for text-conditioned models")
+        return {}
+    if args.class_label is not None:
+        raise UsageError("--class is for class-conditional models; this one is text-conditioned: use --prompt")
+    if prompts is None:
+        raise UsageError('this model is text-conditioned: pass --prompt "a dark ankle boot facing left" (--prompt "" '
+                         "samples the unconditional model) or --prompt-file FILE")
+    from .data.tokenizer import encode
+    from .torch.train import load_run_tokenizer
+
+    tok = load_run_tokenizer(args.ckpt, config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ids = encode(tok, prompts, config.text.context_length)            # (P, L)
+    for w in caught:
+        print(f"warning: {_one_line(str(w.message))}", file=sys.stderr)
+    return {"tokens": ids[np.arange(n) % len(prompts)]}
+
+
 def _class_labels(args, n: int):
     """--class K: every image of class K; else None (sample_images then asks for class i mod K)."""
     return None if args.class_label is None else np.full(n, args.class_label)
@@ -571,7 +616,8 @@ def cmd_eval(args):
     labels = _class_labels(args, args.n)
     x = sample_images(net, config, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                       batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True, class_labels=labels,
-                      guidance=args.guidance, autoencoder=ae, **_sampler_kwargs(args, sampler))
+                      guidance=args.guidance, autoencoder=ae, **_prompt_tokens(args, config, args.n),
+                      **_sampler_kwargs(args, sampler))
     seconds = time.perf_counter() - t0
     accuracy = {}
     if config.class_conditional and config.dataset == "fashion-mnist":   # image i: class i mod 10 or --class
@@ -599,8 +645,9 @@ def cmd_sample(args):
 
     if is_image_checkpoint(args.ckpt):
         return _sample_images(args)
-    _refuse_given(args, {"--guidance": "guidance", "--class": "class_label"},
-                  "for class-conditional image models; this is a 2-D checkpoint")
+    _refuse_given(args, {"--guidance": "guidance", "--class": "class_label", "--prompt": "prompt",
+                         "--prompt-file": "prompt_file"},
+                  "for conditional image models; this is a 2-D checkpoint")
     _refuse_given(args, {"--batch-size": "batch_size", "--device": "device", "--autoencoder": "autoencoder"},
                   "for image models; this is a 2-D checkpoint")
     ckpt = Path(args.ckpt)
@@ -666,6 +713,10 @@ def _add_sample_args(p, n_default):
     p.add_argument("--guidance", type=float_in(), default=None, metavar="W",
                    help="class-conditional images: classifier-free guidance of strength w (Ho & Salimans eq. 6; "
                         "0: conditional only; diffusers' guidance_scale is 1 + w)")
+    p.add_argument("--prompt", default=None, metavar="TEXT", help="text-conditioned models: the caption of every "
+                   "image (\"\": the unconditional model)")
+    p.add_argument("--prompt-file", default=None, metavar="FILE", help="text-conditioned models: one prompt per "
+                   "line, image i gets prompt i mod their number")
     p.add_argument("--class", dest="class_label", type=int_at_least(0), default=None, metavar="K",
                    help="class-conditional images: draw class K only (default: image i gets class i mod K; "
                         "the number of classes itself means 'no class')")

@@ -28,6 +28,8 @@ BAD_STRINGS = {
     "--device": (["bogus"], "--device"),
     "--autoencoder": (["/nonexistent/ae"], "--autoencoder"),
     "--inception-weights": (["/nonexistent/weights.pth"], "--inception-weights"),
+    "--prompt": (["a dark ankle boot"], "--prompt"),          # none of the test checkpoints is text-conditioned
+    "--prompt-file": (["/nonexistent/prompts.txt"], "--prompt-file"),
     "--url": (["ftp://example"], "--url"),
     "--hint": (["no_such_exercise"], "no_such_exercise"),
     "lesson": (["42"], "lesson"),
@@ -141,7 +143,8 @@ def test_image_only_options_are_refused_on_2d_runs(option, tmp_path, capsys):
     action = next(a for a in _subparsers()["train"]._actions if option in a.option_strings)
     value = [] if action.nargs == 0 else {"--preset": ["tiny"], "--channels": ["1"], "--device": ["cpu"],
                                           "--data-root": [str(tmp_path)], "--model": ["autoencoder"],
-                                          "--reg": ["vq"], "--factor": ["2"], "--autoencoder": [str(tmp_path)]}.get(option, ["3"])
+                                          "--reg": ["vq"], "--factor": ["2"], "--autoencoder": [str(tmp_path)],
+                                          "--condition": ["text"]}.get(option, ["3"])
     code, err = _run(["train", "--dataset", "8gaussians", "--steps", "2", "--out", str(tmp_path / "o"), option,
                       *value], capsys)
     _assert_one_line(code, err, option)

@@ -1,5 +1,6 @@
 """Sampling a trained image model with the core's samplers (``minidiff.methods.run_sampler``),
-in batches seeded by (seed, batch number), with class labels and classifier-free guidance."""
+in batches seeded by (seed, batch number), with class labels or captions' token ids and
+classifier-free guidance."""
 from __future__ import annotations
 
 import math
@@ -27,16 +28,45 @@ def _class_labels(cfg, n: int, class_labels):
     return labels
 
 
+def _condition(cfg, n: int, class_labels, tokens):
+    """The per-image condition of a model: ({keyword: (n, ...) tensor} or {}, and for guidance the
+    keyword and its null: the null class, or the empty caption's ids)."""
+    if getattr(cfg, "condition", "") != "text":
+        if tokens is not None:
+            raise ValueError("tokens (a caption's ids) were given but this model is not text-conditioned")
+        labels = _class_labels(cfg, n, class_labels)
+        if labels is None:
+            return {}, None, None
+        return {"class_labels": labels}, "class_labels", cfg.unet.num_classes
+    from ..data.tokenizer import empty_caption_ids
+
+    L = cfg.text.context_length
+    if class_labels is not None:
+        raise ValueError("class_labels were given but this model is text-conditioned: pass tokens (its prompts' ids)")
+    if tokens is None:
+        raise ValueError("this model is text-conditioned: pass tokens (n, L) = the prompts' ids "
+                         "(minidiff.data.tokenizer.encode; the empty prompt \"\" samples the unconditional model)")
+    tokens = torch.as_tensor(tokens)
+    if tokens.ndim == 1:
+        tokens = tokens.expand(n, -1)                                  # one prompt for every image
+    if tokens.shape != (n, L) or tokens.is_floating_point():
+        raise ValueError(f"tokens must be integer token ids of shape (n, context_length) = ({n}, {L}) or ({L},), "
+                         f"got {tokens.dtype} {tuple(tokens.shape)}")
+    return {"tokens": tokens.long()}, "tokens", torch.as_tensor(empty_caption_ids(L))
+
+
 @torch.no_grad()
 def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, batch_size: int = 256,
                   eta: float = 0.0, device=None, progress: bool = False, class_labels=None,
-                  guidance: float | None = None, autoencoder=None, **sampler_kwargs) -> torch.Tensor:
+                  guidance: float | None = None, autoencoder=None, tokens=None, **sampler_kwargs) -> torch.Tensor:
     """``n`` images from the trained U-Net ``net`` with one of the core's samplers, in the model
     range [-1, 1]: (n, C, H, W) float32 on the CPU.  ``config``: the run's ``ImageConfig`` (as
     ``model_from_checkpoint`` returns it).  A class-conditional model draws class
     ``class_labels[i]`` for image i (default: i mod the number of classes; the null class
     num_classes gives the unconditional model), with classifier-free guidance of strength
-    ``guidance`` (Ho & Salimans' w; None: no guidance).  A latent model (``config.autoencoder``
+    ``guidance`` (Ho & Salimans' w; None: no guidance).  A text-conditioned model draws image i
+    for the caption ``tokens[i]`` ((n, L) token ids, or one (L,) row for all), guided against
+    the empty caption.  A latent model (``config.autoencoder``
     set) samples z and returns the decoded D(z / scale_factor): pass its ``autoencoder`` (the
     module; ``minidiff.torch.latent.first_stage_for(config)`` loads the recorded one)."""
     if not isinstance(config, MethodConfig) or not hasattr(config, "unet"):
@@ -47,11 +77,11 @@ def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, 
     sampler, steps = resolve_sampler(config, sampler, steps)
     device = torch.device(device) if device is not None else next(net.parameters()).device
     model = raw_to_model(net, config)
-    labels = _class_labels(config, n, class_labels)
+    cond, key, null = _condition(config, n, class_labels, tokens)
     if guidance is not None:
-        if not config.class_conditional:
-            raise ValueError("guidance needs a class-conditional model (train with --class-conditional)")
-        model = classifier_free_guidance(model, guidance, null_label=config.unet.num_classes)
+        if key is None:
+            raise ValueError("guidance needs a conditional model (train with --class-conditional or --condition text)")
+        model = classifier_free_guidance(model, guidance, key=key, null=null.to(device) if torch.is_tensor(null) else null)
     latent = bool(getattr(config, "autoencoder", ""))
     if latent:
         _first_stage_fits(autoencoder, config)
@@ -65,7 +95,7 @@ def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, 
         b = min(batch_size, n - s)
         rng = generator(step_seed(seed, i, 3), backend="torch", device=device)
         z = rng.randn((b, u.in_channels, u.image_size, u.image_size), dtype=torch.float32)   # (b, C, H, W)
-        mk = {"class_labels": labels[s:s + b].to(device)} if labels is not None else {}
+        mk = {k: v[s:s + b].to(device) for k, v in cond.items()}
         x = run_sampler(model, config, sampler, steps, eta, z, rng, kwargs=sampler_kwargs, model_kwargs=mk)
         if latent:                                                     # (b, c, h, w) -> (b, C, H, W)
             x = decode_latents(autoencoder, x, config.scale_factor)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -33,7 +35,9 @@ from ..methods import MethodConfig, Objective, config_from_dict, raw_to_model
 from .latent import (LATENT_STREAM, encoded_dataset, latent_of, latent_scale_factor, load_first_stage,
                      warn_if_collapsed)
 from .loop import LoopConfig, Task, batch_indices, ema_into, frozen, load_run, pick_device, step_seed, train_loop
+from .conditioning import ConditionedUNet
 from .sampling import save_grid
+from .text import TextConfig, TextEncoder
 from .train_autoencoder import AutoencoderTrainConfig
 from .unet import UNet, UNetConfig
 
@@ -43,15 +47,18 @@ from .unet import UNet, UNetConfig
 PRESETS = {
     "tiny": dict(steps=20, batch_size=16, lr=1e-3, warmup=5, ckpt_every=10, sample_every=0, n_grid=16,
                  unet=dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0, groups=4),
-                attention_levels=()),
+                attention_levels=(), text=dict(width=32, layers=1, heads=2)),
     "cpu": dict(steps=2000, batch_size=32, lr=1e-3, warmup=100, ckpt_every=250, sample_every=500,
                 unet=dict(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1, dropout=0.0),
-                attention_levels=(-1,)),
+                attention_levels=(-1,), text=dict(width=64, layers=2, heads=4)),
     "gpu": dict(steps=40000, batch_size=256, lr=1e-3, warmup=1000, ckpt_every=2000, sample_every=5000,
                 ema_decay=0.9995,
                 unet=dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, dropout=0.1),
-                attention_levels=(-2, -1)),
+                attention_levels=(-2, -1), text=dict(width=128, layers=4, heads=4)),
 }
+TOKENIZER_FILE = "tokenizer.json"   # beside a text-conditioned run's checkpoint
+CONDITIONS = ("", "text")   # through cross-attention: '' none (or class_conditional's embedding), 'text' captions
+TEXT_KEY = "tokens"         # the keyword a text-conditioned model takes its caption token ids (B, L) by
 
 
 @dataclasses.dataclass
@@ -73,10 +80,15 @@ class ImageConfig(MethodConfig, LoopConfig):
     autoencoder: str = ""              # the autoencoder's checkpoint folder ('' : a pixel model)
     autoencoder_sha256: str = ""       # its checkpoint's sha256, recorded when training starts
     scale_factor: float = 0.0          # s: 1 / std of the training latents (0: measure it when training starts)
+    # text-to-image (Rombach et al. 2022, section 3.3): captions -> tokens -> tau (TextEncoder) -> cross-attention
+    condition: str = ""                # '' or 'text' (captions of minidiff.data.captions; p_uncond drops them to "")
+    tokenizer_sha256: str = ""         # the run's tokenizer.json, recorded when training starts
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
 
     def __post_init__(self):
         self.unet = config_from_dict(UNetConfig, self.unet, "unet", allow_missing=True)
+        self.text = config_from_dict(TextConfig, self.text, "text", allow_missing=True)
 
     def validate(self):
         MethodConfig.validate(self)
@@ -96,6 +108,22 @@ class ImageConfig(MethodConfig, LoopConfig):
             raise ValueError("autoencoder_sha256 and scale_factor belong to a latent model: set autoencoder too")
         if self.autoencoder and self.flip:
             raise ValueError("flip is for pixel models: a latent model trains on the latents of unflipped images")
+        _checks.choice("condition", self.condition, CONDITIONS)
+        if self.condition == "text":
+            if self.dataset != "fashion-mnist":
+                raise ValueError(f"condition 'text' needs captions: only fashion-mnist has them, got {self.dataset!r}")
+            if self.class_conditional:
+                raise ValueError("condition 'text' and class_conditional exclude each other: the caption names the class")
+            if self.unet.context_dim != self.text.width:
+                raise ValueError(f"condition 'text' needs unet.context_dim = text.width ({self.text.width}), "
+                                 f"got {self.unet.context_dim} (from_preset sets it)")
+            if self.flip:
+                raise ValueError("condition 'text' refuses flip: a flipped shoe would contradict its caption's 'facing'")
+        elif self.unet.context_dim is not None or self.tokenizer_sha256:
+            raise ValueError("unet.context_dim and tokenizer_sha256 belong to a text-conditioned model: "
+                             "set condition='text'")
+        if self.tokenizer_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.tokenizer_sha256):
+            raise ValueError(f"tokenizer_sha256 must be 64 hex digits, got {self.tokenizer_sha256!r}")
         return self
 
     @classmethod
@@ -103,6 +131,8 @@ class ImageConfig(MethodConfig, LoopConfig):
         """A checkpoint's config, strictly: an unknown or missing field (the U-Net's too) is named."""
         if isinstance(d, dict) and isinstance(d.get("unet"), dict):
             d = {**d, "unet": config_from_dict(UNetConfig, d["unet"], f"{what}['unet']")}
+        if isinstance(d, dict) and isinstance(d.get("text"), dict):
+            d = {**d, "text": config_from_dict(TextConfig, d["text"], f"{what}['text']")}
         return config_from_dict(cls, d, what)
 
     @classmethod
@@ -110,8 +140,8 @@ class ImageConfig(MethodConfig, LoopConfig):
         """A preset, with the U-Net sized for ``overrides['dataset']`` and any field overridden
         (``unet`` fields by a dict)."""
         _checks.choice("preset", name, tuple(PRESETS))
-        preset = {k: v for k, v in PRESETS[name].items() if k not in ("unet", "attention_levels")}
-        fields = {**preset, **{k: v for k, v in overrides.items() if k != "unet"}}
+        preset = {k: v for k, v in PRESETS[name].items() if k not in ("unet", "attention_levels", "text")}
+        fields = {**preset, **{k: v for k, v in overrides.items() if k not in ("unet", "text")}}
         dataset = fields.get("dataset", cls.dataset)
         C, size = DATASET_SHAPES.get(dataset, (1, 28))
         if fields.get("autoencoder"):                                  # a latent model: the U-Net sized for z
@@ -120,6 +150,9 @@ class ImageConfig(MethodConfig, LoopConfig):
         C, size = unet.pop("in_channels", C), unet.pop("image_size", size)
         if fields.get("class_conditional") and "num_classes" not in unet:
             unet["num_classes"] = NUM_CLASSES.get(dataset)
+        if fields.get("condition") == "text":                          # tau's width is the U-Net's context_dim
+            fields["text"] = {**PRESETS[name]["text"], **dict(overrides.get("text", {}))}
+            unet.setdefault("context_dim", fields["text"]["width"])
         fields["unet"] = preset_unet(name, C, size, **unet)
         return cls(**fields)
 
@@ -158,6 +191,14 @@ def fitting_mults(mults: tuple, size: int) -> tuple:
 # ----------------------------------------------------------------------------------------------
 # Data: the whole training set lives on the device as uint8 (Fashion-MNIST: 47 MB).
 
+def build_network(cfg: ImageConfig):
+    """The raw network F of ``cfg``: a U-Net, or (condition 'text') the text encoder tau and a
+    U-Net with cross-attention on tau(tokens), trained jointly as one module (LDM eq. 3)."""
+    if cfg.condition == "text":
+        return ConditionedUNet(cfg.unet, TextEncoder(cfg.text), TEXT_KEY)
+    return UNet(cfg.unet)
+
+
 def load_training_images(cfg: ImageConfig, device):
     """(images (N, C, H, W) uint8, labels (N,) int64), both on ``device``, checked against the U-Net."""
     images, labels = load_images(cfg.dataset, "train", root=cfg.data_root or None, limit=cfg.limit or None,
@@ -179,11 +220,12 @@ class DiffusionTask(Task):
     """A U-Net trained with one of the methods (``Objective``): what ``train_loop`` runs for
     ``train_images``."""
 
-    def __init__(self, cfg: ImageConfig, first_stage=None):
+    def __init__(self, cfg: ImageConfig, first_stage=None, tokens=None):
         self.cfg, self.objective = cfg, Objective(cfg)
         self.target = self.teacher = self.teacher_D = None
         # a latent model: (autoencoder, its train config, the training set's encodings, labels)
         self.first_stage = first_stage
+        self.tokens = tokens           # condition 'text': the training captions' token ids (N, L) int64
 
     def build(self, device, dist):
         cfg = self.cfg
@@ -192,7 +234,14 @@ class DiffusionTask(Task):
             self.data, self.labels = load_training_images(cfg, device)  # (N, C, H, W) uint8, (N,) int64
         else:                                                          # (N, 2c or c, h, w) float32, (N,)
             self.data, self.labels = (t.to(device) for t in self.first_stage[2:])
-        self.model = UNet(cfg.unet).to(device)
+        if self.tokens is not None:                                    # (N, L) int64 and the null caption (L,)
+            from ..data.tokenizer import empty_caption_ids
+
+            self.tokens = torch.as_tensor(self.tokens).to(device)
+            self.null_tokens = torch.as_tensor(empty_caption_ids(cfg.text.context_length)).to(device)
+            if len(self.tokens) != len(self.data):
+                raise ValueError(f"{len(self.tokens)} captions for {len(self.data)} training images")
+        self.model = build_network(cfg).to(device)
         if self.objective.uses_target:                                 # CD, CT: an EMA target network
             self.target = copy.deepcopy(self.model).requires_grad_(False).eval()
         if cfg.method == "cd":
@@ -235,6 +284,9 @@ class DiffusionTask(Task):
             y = drop_labels(self.labels[idx], cfg.p_uncond, cfg.unet.num_classes,
                             np.random.default_rng([cfg.seed, 5, k]), num_classes=cfg.unet.num_classes)
             model_kwargs = {"class_labels": y[mine]}
+        if cfg.condition == "text":                                    # the same, the null being the empty caption
+            c = drop_labels(self.tokens[idx], cfg.p_uncond, self.null_tokens, np.random.default_rng([cfg.seed, 5, k]))
+            model_kwargs = {TEXT_KEY: c[mine]}
         noise_rng = generator(step_seed(cfg.seed, k, 1), backend="torch", device=device)
         if cfg.flip:
             x0 = random_flip(x0, noise_rng)
@@ -254,7 +306,8 @@ class DiffusionTask(Task):
 
     def sample(self, ema, path):
         ae = self.first_stage[0].to(self.device) if self.first_stage is not None else None
-        save_grid(ema, self.cfg, path, self.cfg.n_grid, device=self.device, autoencoder=ae)
+        text = {"tokens": self.tokens[:self.cfg.n_grid]} if self.tokens is not None else {}   # training captions
+        save_grid(ema, self.cfg, path, self.cfg.n_grid, device=self.device, autoencoder=ae, **text)
 
 
 def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progress: bool = True,
@@ -264,10 +317,12 @@ def train_images(cfg: ImageConfig, out, resume: bool = False, device=None, progr
     (RANK / WORLD_SIZE / LOCAL_RANK from the environment); rank 0 writes.
     Returns {'steps', 'losses', 'seconds', 'images_per_second', 'checkpoint'}."""
     cfg.validate()
-    first_stage = None
+    first_stage = tokens = None
     if cfg.autoencoder:
         cfg, first_stage = prepare_latents(cfg, device, log)
-    result = train_loop(DiffusionTask(cfg, first_stage), cfg, out, resume=resume, device=device, progress=progress,
+    if cfg.condition == "text":
+        cfg, tokens = prepare_captions(cfg, out, log)
+    result = train_loop(DiffusionTask(cfg, first_stage, tokens), cfg, out, resume=resume, device=device, progress=progress,
                         log=log, desc=f"{cfg.method} on {cfg.dataset}" + (" latents" if cfg.autoencoder else ""))
     result["images_per_second"] = result.pop("examples_per_second")
     result["config"] = cfg
@@ -299,11 +354,53 @@ def prepare_latents(cfg: ImageConfig, device=None, log=print):
     return cfg, (ae, ae_cfg, encoded, labels)
 
 
+def prepare_captions(cfg: ImageConfig, out, log=print):
+    """A text-conditioned run's captions: (cfg with the tokenizer's sha256 and vocabulary size
+    filled in, the training captions' token ids (N, L) int64).  The tokenizer is trained on the
+    caption corpus (deterministic) and written to ``out/tokenizer.json`` beside the checkpoint; a
+    resumed run whose tokenizer differs from the recorded one is refused by the config check."""
+    from pathlib import Path
+
+    from ..data.captions import caption_dataset
+    from ..data.tokenizer import caption_tokenizer, encode, save_tokenizer, tokenizer_sha256
+
+    _, _, captions = caption_dataset("train", root=cfg.data_root or None, limit=cfg.limit or None)
+    tok = caption_tokenizer()
+    sha, V = tokenizer_sha256(tok), tok.get_vocab_size()
+    if cfg.tokenizer_sha256 and cfg.tokenizer_sha256 != sha:
+        raise ValueError(f"tokenizer_sha256 {cfg.tokenizer_sha256[:12]}... does not match the caption tokenizer "
+                         f"({sha[:12]}...): this model was trained on another vocabulary")
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        save_tokenizer(tok, Path(out) / TOKENIZER_FILE)
+    text = dataclasses.replace(cfg.text, vocab_size=V)
+    with warnings.catch_warnings():                # the corpus is the tokenizer's own: no unknown words
+        warnings.simplefilter("error")
+        ids = encode(tok, captions, text.context_length)                   # (N, L) int64
+    log(f"captions: {len(captions)} for training, vocabulary {V} words, context {text.context_length} tokens")
+    return dataclasses.replace(cfg, text=text, tokenizer_sha256=sha), ids
+
+
+def load_run_tokenizer(path, cfg: ImageConfig):
+    """The tokenizer a text-conditioned run was trained with (``tokenizer.json`` beside its
+    checkpoint), checked against the sha256 its config records."""
+    from pathlib import Path
+
+    from ..data.tokenizer import load_tokenizer, tokenizer_sha256
+
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    tok = load_tokenizer(folder / TOKENIZER_FILE)
+    if tokenizer_sha256(tok) != cfg.tokenizer_sha256:
+        raise ValueError(f"{folder / TOKENIZER_FILE} does not match the model (sha256 {tokenizer_sha256(tok)[:12]}... "
+                         f"against the recorded {cfg.tokenizer_sha256[:12]}...): it is another run's tokenizer")
+    return tok
+
+
 def model_from_checkpoint(path, device="cpu", use_ema: bool = True):
     """(U-Net with the checkpoint's weights, in eval mode; the run's ``ImageConfig``).  A state
     without a config, a config of another version (a missing or unknown field), an unknown
     method and missing or misshapen weights are ValueErrors naming what is wrong."""
     tensors, cfg = load_run(path, ImageConfig, "unet")
-    net = UNet(cfg.unet)
+    net = build_network(cfg)
     load_modules({"ema" if use_ema else "model": net}, tensors, path)
     return net.to(device).eval(), cfg
