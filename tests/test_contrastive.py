@@ -180,24 +180,32 @@ def test_captions_of_one_group_are_interchangeable(backend):
     assert loss(T[rng(10).permutation(6)], same) == pytest.approx(loss(T, same), rel=1e-13)
 
 
-def test_duplicate_captions_reach_the_entropy_floor_and_plain_clip_does_not():
-    # captions 0 and 1 are the same caption (same embedding), images 0 and 1 both show it.
-    # Grouped: the loss minus its floor (the targets' mean entropy, log 2 on those rows) -> 0;
-    # plain CLIP: a tie it can never break, an excess of log(2) / 2 that no model removes.
+def test_exact_duplicates_reach_the_entropy_floor_and_need_no_groups():
+    # captions 0 and 1 are one string through one encoder (one embedding), images 0 and 1 both
+    # show it.  The grouped loss has the floor log 2 on their rows (its targets' mean entropy)
+    # and reaches it; plain CLIP has the same value there: the tied columns cannot be told apart.
     basis = np.eye(5)[:3]
     T = basis[[0, 0, 1, 2]] * np.array([[1.0], [1.0], [2.0], [0.5]])
     I = basis[[0, 0, 1, 2]] * np.array([[3.0], [0.7], [1.0], [2.0]])
     groups = np.array([0, 0, 1, 2])
     floor = (2 * math.log(2) / 4 + 2 * math.log(2) / 4) / 2             # mean entropy, both directions
-    grouped = C.info_nce(I, T, C.LOG_SCALE_MAX, groups)
-    plain = C.info_nce(I, T, C.LOG_SCALE_MAX)
-    assert grouped - floor == pytest.approx(0.0, abs=16 * EPS64 * 100)   # rounding of logits of size 100
-    assert plain == pytest.approx(math.log(2) / 2, rel=1e-12)           # excess over its floor 0
-    # the wrong label pulls the two copies of one caption apart: their gradients differ
-    g_plain = autograd.grad(lambda t: C.info_nce(I + 0.3, t, 1.0))(T)
-    g_grouped = autograd.grad(lambda t: C.info_nce(I + 0.3, t, 1.0, groups))(T)
-    np.testing.assert_allclose(g_grouped[0], g_grouped[1], rtol=1e-12)
-    assert np.abs(g_plain[0] - g_plain[1]).max() > 1e-3
+    assert C.info_nce(I, T, C.LOG_SCALE_MAX, groups) - floor == pytest.approx(0.0, abs=16 * EPS64 * 100)
+    assert C.info_nce(I, T, C.LOG_SCALE_MAX) == pytest.approx(floor, rel=1e-12)
+    # anywhere else too: with exactly shared embeddings the groups change neither the value nor
+    # the gradient a shared encoder sees (the sum over the copies), only each copy's own part
+    I, T = embeddings(20)
+    T[[2, 5]] = T[0]                                                     # DUPLICATES: 0, 2, 5 and 1, 4
+    T[4] = T[1]
+    assert C.info_nce(I, T, 1.2, DUPLICATES) == pytest.approx(C.info_nce(I, T, 1.2), rel=1e-13)
+    g_plain = autograd.grad(lambda t: C.info_nce(I, t, 1.2))(T)
+    g_grouped = autograd.grad(lambda t: C.info_nce(I, t, 1.2, DUPLICATES))(T)
+    for copies in ([0, 2, 5], [1, 4]):
+        np.testing.assert_allclose(g_grouped[copies].sum(0), g_plain[copies].sum(0), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(g_grouped[copies], np.broadcast_to(g_grouped[copies[0]], (len(copies), 4)),
+                                   rtol=1e-10, atol=1e-14)               # grouped: no copy is singled out
+    assert np.abs(g_plain[0] - g_plain[2]).max() > 1e-3                  # plain: each copy pulled its own way
+    np.testing.assert_allclose(autograd.grad(lambda i: C.info_nce(i, T, 1.2, DUPLICATES))(I),
+                               autograd.grad(lambda i: C.info_nce(i, T, 1.2))(I), rtol=1e-10, atol=1e-14)
 
 
 # ----------------------------------------------------------------------------------------------
