@@ -15,7 +15,8 @@ from minidiff.contrastive import LOG_SCALE_MAX, _embeddings, _groups, _log_scale
 
 def normalize(e):
     """Figure 3's l2_normalize: e / ||e||_2 over the last axis.  e: (B, D) -> (B, D), each row of
-    unit length.  A zero row (no direction) is a ValueError, not a silent epsilon."""
+    unit length.  A zero row (no direction) is a ValueError, not a silent epsilon (checked where
+    reading values back is free: NumPy and CPU tensors; on an accelerator it would give NaN)."""
     xp = namespace(_embeddings("e", e))
     raise NotImplementedError("EXERCISE normalize: write this function (see its docstring)")
 
@@ -43,16 +44,22 @@ def info_nce(image_emb, text_emb, log_scale, groups=None):
     image_emb, text_emb: (B, D), row i of each is pair i -> a scalar.
 
     ``groups`` (B,) integer caption ids handle duplicate captions in a batch (equal ids: the same
-    caption, e.g. two images both captioned "a dark sandal facing left").  Plain CLIP takes pair
-    i as the only positive of row i, so it pushes image i away from an identical caption j as a
-    negative: a wrong label, which pulls the encoders' gradients against each other and bounds
-    the loss below by log(number of duplicates) however good the model is.  With groups, every
-    same-id entry is a positive: row i's target is uniform over {j : groups[j] == groups[i]} and
-    the loss is the soft-target cross-entropy -sum_j p_ij log softmax(logits_i)_j (the
-    supervised-contrastive reading of duplicates; Khosla et al. 2020 average over positives the
-    same way).  The targets are symmetric, so the columns use the same p.  Distinct ids (or None)
-    give p = I: plain CLIP.  The minimum of the soft-target loss is the targets' mean entropy
-    (log k for a caption appearing k times), reached when the duplicates share the softmax."""
+    caption, e.g. two garments both "a dark sandal facing left", or two paraphrases of it when the
+    ids come from the caption's content rather than its wording).  Plain CLIP takes pair i as the
+    only positive of row i and column i, so a caption j that says the same thing is a negative of
+    image i: a wrong label, asking the model to tell apart what the captions do not.  With
+    groups, every same-id entry is a positive: row i's target is uniform over
+    {j : groups[j] == groups[i]}, the loss the soft-target cross-entropy
+    -sum_j p_ij log softmax(logits_i)_j (positives averaged as in Khosla et al. 2020's
+    supervised contrastive loss); p is symmetric, so the columns use the same targets.
+    Distinct ids (or None) give p = I: plain CLIP.  The soft-target loss is >= the targets' mean
+    entropy (log k on the rows of a caption present k times), its floor.
+
+    When the copies have exactly one embedding (one string through a deterministic encoder) the
+    wrong label is harmless: the tied columns make the two losses equal in value and in gradient
+    (summed over the copies, as a shared encoder sums it).  The groups change the training
+    signal when the copies' embeddings differ: paraphrases, caption dropout or augmentation,
+    encoder dropout."""
     xp = _pair(image_emb, text_emb)
     g = _groups(groups, image_emb.shape[0], image_emb)               # (B,) int64 caption ids
     raise NotImplementedError("EXERCISE info_nce: write this function (see its docstring)")

@@ -107,7 +107,8 @@ def _check_rng(rng):
 
 def normalize(e):
     """Figure 3's l2_normalize: e / ||e||_2 over the last axis.  e: (B, D) -> (B, D), each row of
-    unit length.  A zero row (no direction) is a ValueError, not a silent epsilon."""
+    unit length.  A zero row (no direction) is a ValueError, not a silent epsilon (checked where
+    reading values back is free: NumPy and CPU tensors; on an accelerator it would give NaN)."""
     xp = namespace(_embeddings("e", e))
     # BEGIN SOLUTION
     # hint: divide each row by its Euclidean norm xp.sqrt(xp.sum(e * e, axis=-1, keepdims=True))
