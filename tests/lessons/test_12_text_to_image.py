@@ -1,0 +1,217 @@
+"""Checks for lessons/12_text_to_image.py (the contrastive part: InfoNCE and the CLIP-style score).
+
+Every formula here is backend-neutral, so the checks run it on NumPy / autograd AND on torch, in
+float64, on embeddings far from unit length and of unequal sizes (B != D, N != M).  The
+references are torch's own F.normalize, F.cross_entropy (with probability targets for duplicate
+captions) and F.cosine_similarity, or closed forms."""
+import math
+import warnings
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+LESSON = "12"
+exercise = pytest.mark.exercise
+BACKENDS = ("numpy", "torch")
+EPS64 = float(np.finfo(np.float64).eps)
+LOG_100 = math.log(100.0)
+
+
+def rng(seed):
+    return np.random.default_rng(seed)
+
+
+def on(backend, a):
+    """A NumPy array as the backend's array (torch: the same float64 / int64 values as a tensor)."""
+    return torch.from_numpy(np.ascontiguousarray(a)) if backend == "torch" else a
+
+
+def host(a):
+    return a.detach().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def grads(backend, f, args, wrt):
+    """The gradients of sum(f(*args)) with respect to args[i] for i in wrt, as NumPy arrays:
+    by autograd or by torch's backward."""
+    if backend == "numpy":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [np.asarray(autograd.grad(lambda *a: anp.sum(f(*a)), i)(*args)) for i in wrt]
+    ts = [torch.tensor(a, dtype=torch.float64, requires_grad=i in wrt) for i, a in enumerate(args)]
+    gs = torch.autograd.grad(f(*ts).sum(), [ts[i] for i in wrt], allow_unused=True)
+    return [np.zeros_like(np.asarray(args[i], dtype=np.float64)) if g is None else g.numpy() for i, g in zip(wrt, gs)]
+
+
+def embeddings(seed, B=6, D=4):
+    """(B, D) rows with norms between 0.3 and 5."""
+    r = rng(seed)
+    return r.standard_normal((B, D)) * r.uniform(0.3, 5.0, (B, 1)), r.standard_normal((B, D)) * r.uniform(0.3, 5.0, (B, 1))
+
+
+def cosines(I, T):
+    """(N, M) cosine similarities by torch."""
+    return (F.normalize(torch.from_numpy(I), dim=-1) @ F.normalize(torch.from_numpy(T), dim=-1).T).numpy()
+
+
+def reference_loss(I, T, log_scale, groups=None):
+    """Symmetric InfoNCE with torch's cross_entropy: class targets, or probability targets."""
+    logits = torch.from_numpy(math.exp(min(log_scale, LOG_100)) * cosines(I, T))
+    B = len(I)
+    if groups is None:
+        target = torch.arange(B)
+        return float((F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2)
+    same = torch.from_numpy((groups[:, None] == groups[None, :]).astype(np.float64))
+    p = same / same.sum(1, keepdim=True)
+    return float((F.cross_entropy(logits, p) + F.cross_entropy(logits.T, p.T)) / 2)
+
+
+GROUPS = np.array([5, 2, 5, 0, 2, 5])        # pairs 0, 2, 5 share a caption, and 1, 4
+
+
+# ----------------------------------------------------------------------------------------------
+# normalize
+
+@exercise("normalize")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_normalize_gives_unit_rows_in_the_same_direction(ex, backend):
+    e, _ = embeddings(0, B=5, D=3)
+    u = host(ex.normalize(on(backend, e)))
+    assert u.shape == (5, 3)
+    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(u * np.linalg.norm(e, axis=1, keepdims=True), e, rtol=1e-13)   # a positive multiple
+    np.testing.assert_allclose(u, F.normalize(torch.from_numpy(e), dim=-1).numpy(), rtol=1e-13)
+
+
+@exercise("normalize")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_normalize_gradient_is_the_projection_off_the_direction(ex, backend):
+    # d/de sum(w * e / |e|) = (w - (w . u) u) / |e| row by row: no gradient along e itself
+    e, w = embeddings(1, B=4, D=5)
+    (g,) = grads(backend, lambda a: (on(backend, w) * ex.normalize(a)), (e,), (0,))
+    n = np.linalg.norm(e, axis=1, keepdims=True)
+    u = e / n
+    np.testing.assert_allclose(g, (w - np.sum(w * u, axis=1, keepdims=True) * u) / n, rtol=1e-10, atol=1e-13)
+
+
+# ----------------------------------------------------------------------------------------------
+# similarity_logits
+
+@exercise("similarity_logits")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_similarity_logits_are_scaled_cosines_of_every_pair(ex, backend):
+    I, T = embeddings(2, B=5, D=4)
+    T = T[:3]                                                            # N = 5 images, M = 3 captions
+    for log_scale in (0.0, 1.3, -0.7):
+        got = host(ex.similarity_logits(on(backend, I), on(backend, T), log_scale))
+        assert got.shape == (5, 3)
+        np.testing.assert_allclose(got, math.exp(log_scale) * cosines(I, T), rtol=1e-12, atol=1e-14)
+
+
+@exercise("similarity_logits")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_similarity_logits_cap_the_scale_at_100(ex, backend):
+    I, T = embeddings(3, B=4, D=6)
+    expected = 100 * cosines(I, T)
+    for log_scale in (LOG_100, 5.0, 11.0):
+        got = host(ex.similarity_logits(on(backend, I), on(backend, T), log_scale))
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@exercise("similarity_logits")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_similarity_logits_gradient_in_the_log_scale(ex, backend):
+    # d/dt exp(t) C = exp(t) C below the cap, 0 above it (the scale is then the constant 100)
+    I, T = embeddings(4, B=3, D=5)
+    for t, factor in ((1.1, math.exp(1.1)), (6.0, 0.0)):
+        (g,) = grads(backend, lambda a, b, s: ex.similarity_logits(a, b, s), (I, T, np.float64(t)), (2,))
+        assert float(g) == pytest.approx(factor * cosines(I, T).sum(), rel=1e-10, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# info_nce
+
+@exercise("info_nce")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("groups", [None, GROUPS], ids=["distinct", "duplicates"])
+def test_info_nce_is_torchs_symmetric_cross_entropy(ex, backend, groups):
+    I, T = embeddings(5)
+    for log_scale in (0.0, 2.66, 1.0):
+        got = float(host(ex.info_nce(on(backend, I), on(backend, T), log_scale, groups)))
+        assert got == pytest.approx(reference_loss(I, T, log_scale, groups), rel=1e-12)
+
+
+@exercise("info_nce")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_info_nce_of_aligned_orthogonal_pairs(ex, backend):
+    # I_i, T_i along one axis each: the logits are s times the identity and each direction's
+    # cross-entropy is log(1 + (B - 1) e^-s), which falls to 0 as the scale s grows
+    B = 4
+    basis = np.linalg.qr(rng(6).standard_normal((7, 7)))[0][:B]
+    I, T = basis * rng(7).uniform(0.5, 3, (B, 1)), basis * rng(8).uniform(0.5, 3, (B, 1))
+    for log_scale in (0.0, 1.5, 3.0):
+        s = math.exp(log_scale)
+        got = float(host(ex.info_nce(on(backend, I), on(backend, T), log_scale)))
+        assert got == pytest.approx(math.log1p((B - 1) * math.exp(-s)), rel=1e-12, abs=16 * EPS64 * s)
+
+
+@exercise("info_nce")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_info_nce_groups_only_matter_through_equal_ids(ex, backend):
+    I, T = embeddings(9)
+    def loss(text, groups, images=I):
+        return float(host(ex.info_nce(on(backend, images), on(backend, text), 0.9, groups)))
+    assert loss(T, np.array([8, 1, 4, 0, 3, 9])) == pytest.approx(loss(T, None), rel=1e-13)      # distinct: plain
+    assert loss(T, np.array([1, -4, 1, 30, -4, 1])) == pytest.approx(loss(T, GROUPS), rel=1e-13)  # same partition
+    # captions of one group are positives of each other: exchanging two of them changes nothing ...
+    assert loss(T[[5, 1, 2, 3, 4, 0]], GROUPS) == pytest.approx(loss(T, GROUPS), rel=1e-13)
+    # ... which plain CLIP does not grant
+    assert abs(loss(T[[5, 1, 2, 3, 4, 0]], None) - loss(T, None)) > 1e-3
+
+
+@exercise("info_nce")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_info_nce_gradients_match_torch_autograd_of_the_reference(ex, backend):
+    I, T = embeddings(10, B=5, D=3)
+    groups = GROUPS[:5]
+    ours = grads(backend, lambda a, b, s: ex.info_nce(a, b, s, groups), (I, T, np.float64(1.4)), (0, 1, 2))
+    ts = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (I, T, 1.4)]
+    logits = torch.exp(ts[2]) * F.normalize(ts[0], dim=-1) @ F.normalize(ts[1], dim=-1).T
+    g = torch.from_numpy(groups)
+    p = (g[:, None] == g[None, :]).double()
+    p = p / p.sum(1, keepdim=True)
+    ref = torch.autograd.grad((F.cross_entropy(logits, p) + F.cross_entropy(logits.T, p.T)) / 2, ts)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-10, atol=1e-13)
+
+
+# ----------------------------------------------------------------------------------------------
+# clip_style_score
+
+@exercise("clip_style_score")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_style_score_is_100_times_the_clamped_cosine_of_each_pair(ex, backend):
+    I, T = embeddings(11, B=8, D=3)
+    cos = F.cosine_similarity(torch.from_numpy(I), torch.from_numpy(T), dim=-1).numpy()
+    assert (cos < 0).sum() >= 2 and (cos > 0).sum() >= 2
+    got = host(ex.clip_style_score(on(backend, I), on(backend, T)))
+    assert got.shape == (8,)
+    np.testing.assert_allclose(got, 100 * np.maximum(cos, 0), rtol=1e-12, atol=1e-12)
+
+
+@exercise("clip_style_score")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_style_score_ignores_norms_and_other_pairs(ex, backend):
+    I, T = embeddings(12, B=5, D=4)
+    base = host(ex.clip_style_score(on(backend, I), on(backend, T)))
+    scaled = host(ex.clip_style_score(on(backend, 4 * I), on(backend, T / 3)))
+    np.testing.assert_allclose(scaled, base, rtol=1e-12, atol=1e-12)
+    T2 = T.copy()
+    T2[2] = -7 * T[0]                                                    # change pair 2 only
+    changed = host(ex.clip_style_score(on(backend, I), on(backend, T2)))
+    np.testing.assert_allclose(np.delete(changed, 2), np.delete(base, 2), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(host(ex.clip_style_score(on(backend, I), on(backend, 2 * I))), 100.0, rtol=1e-13)
+    np.testing.assert_allclose(host(ex.clip_style_score(on(backend, I), on(backend, -I))), 0.0, atol=1e-13)
