@@ -94,7 +94,7 @@ def _images(images) -> np.ndarray:
         raise ValueError(f"images must hold real numbers in [0, 255], got dtype {a.dtype}")
     if a.size and not (np.all(np.isfinite(a)) and a.min() >= 0 and a.max() <= 255):
         raise ValueError(f"images must lie in [0, 255] (uint8, as load_images gives), got values in "
-                         f"[{np.nanmin(a)}, {np.nanmax(a)}]")
+                         f"[{a.min()}, {a.max()}]")
     return a.astype(np.float32)
 
 
@@ -278,7 +278,7 @@ def render(template: int, label: int, words: dict, rng) -> str:
         adjs = [adjs[i] for i in rng.permutation(len(adjs))]   # a list's order is free
     first = (adjs[0] if adjs and "{adjectives}" in fmt else noun)
     text = fmt.format(a=_article(first, noun), adjectives=" ".join(adjs), noun=noun, facing=face,
-                      commas=", ".join(adjs), **{"and": " and ".join(w for w in (", ".join(adjs[:-1]), adjs[-1]) if w)})
+                      commas=", ".join(adjs), **{"and": " and ".join(filter(None, [", ".join(adjs[:-1])] + adjs[-1:]))})
     return " ".join(text.replace(" ,", ",").split()).rstrip(",")
 
 
