@@ -9,8 +9,11 @@ from minidiff.data import captions as C
 
 @pytest.fixture(scope="module")
 def train():
-    """The whole training set with its captions and attributes."""
-    x, y, text = C.caption_dataset("train")
+    """The whole training set with its attributes, and the captions of its first 3,000 images."""
+    from minidiff.data.images import load_images
+
+    x, y = load_images("fashion-mnist", "train")
+    _, _, text = C.caption_dataset("train", limit=3000)
     return x, y, text, C.attributes(x, y)
 
 
@@ -93,7 +96,7 @@ def test_each_attribute_splits_each_class_about_in_half(train):
 
 def test_captions_name_the_class_and_only_measured_attributes(train):
     _, y, text, attrs = train
-    for i in range(0, len(y), 20):
+    for i in range(len(text)):
         label, said = C.parse_caption(text[i])
         assert label == y[i], text[i]
         for name, value in said.items():
@@ -102,16 +105,21 @@ def test_captions_name_the_class_and_only_measured_attributes(train):
 
 
 def test_held_out_combinations_never_appear_in_training_captions(train):
-    _, y, text, attrs = train
+    x, y, text, attrs = train
     held = C.is_held_out(y, attrs)
     expected = np.zeros(len(y), bool)
     for name, value, label in C.HELD_OUT:
         expected |= (y == label) & (attrs[name] == value)
         assert np.sum((y == label) & (attrs[name] == value)) > 1000     # enough images to test on
     np.testing.assert_array_equal(held, expected)
+    # A caption says only its image's measured attributes (the test above), so only these images
+    # could pair the words: caption each as caption_dataset("train") does, image i with seed (0, i).
+    assert C.captions(x[:3000], y[:3000], hold_out=True) == text
     for i in np.flatnonzero(held):
-        label, said = C.parse_caption(text[i])
-        assert all(said.get(name) != value for name, value, k in C.HELD_OUT if k == label), text[i]
+        words = {name: attrs[name][i] for name in C.ATTRIBUTES}
+        t = C.caption(int(y[i]), words, np.random.default_rng((0, i)), hold_out=True)
+        label, said = C.parse_caption(t)
+        assert all(said.get(name) != value for name, value, k in C.HELD_OUT if k == label), t
     # the images stay, and away from the training split the same combinations are said
     test_x, test_y, test_text = C.caption_dataset("test", limit=2000)
     pairs = {(C.parse_caption(t)[0], w) for t in test_text for w in C.parse_caption(t)[1].values()}
@@ -196,5 +204,7 @@ def test_bad_caption_arguments_name_them():
         C.caption(0, {"colour": "red"}, rng)
     with pytest.raises(ValueError, match="attrs must map"):
         C.caption(0, {"size": "huge"}, rng)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        C.captions(canvas(), [0], seed=-1)
     with pytest.raises(ValueError, match="attrs must hold the attribute"):
         C.is_held_out([0], {"size": np.array(["small"])})

@@ -9,7 +9,8 @@ Brightness, size and pattern compare a measure with a per-class threshold, the m
 training set (``fit_thresholds``; the table ``THRESHOLDS``), so each splits each class about in
 half.  Facing is a fact, not a relative judgement: its threshold is 0.  Fashion-MNIST's footwear
 almost all points its toe to the left (the toe is the low, far end; the shaft, heel counter or
-ankle strap stands above the other end).
+ankle strap stands above the other end): of the training set's sandals 8.0 % face right, of its
+sneakers 0.25 %, of its ankle boots none.
 
 Some attribute-class combinations (``HELD_OUT``, e.g. no "dark sandal") never appear in training
 captions, to measure whether a text-conditioned model composes them.
@@ -170,6 +171,15 @@ def facing_score(x: np.ndarray) -> np.ndarray:
 
 
 MEASURES = {"brightness": mean_intensity, "size": coverage, "pattern": laplacian_energy}
+CHUNK = 1024                # images per step: the temporaries stay in cache (measured 1.3-5x faster)
+
+
+def measure(name: str, x: np.ndarray) -> np.ndarray:
+    """MEASURES[name] (or facing_score for 'facing') of checked images x (N, 28, 28), in chunks."""
+    f = facing_score if name == "facing" else MEASURES[name]
+    if len(x) <= CHUNK:
+        return f(x)
+    return np.concatenate([f(x[i:i + CHUNK]) for i in range(0, len(x), CHUNK)])
 
 
 def fit_thresholds(images, labels) -> dict:
@@ -177,8 +187,8 @@ def fit_thresholds(images, labels) -> dict:
     each class's images (NaNs left out).  Returns {attribute: (10,) float64}."""
     x, y = _checked(images, labels)
     out = {}
-    for name, measure in MEASURES.items():
-        v = measure(x)
+    for name in MEASURES:
+        v = measure(name, x)
         out[name] = np.array([np.nanmedian(v[y == k]) if np.any((y == k) & ~np.isnan(v)) else np.nan
                               for k in range(NUM_CLASSES)])
     return out
@@ -187,41 +197,51 @@ def fit_thresholds(images, labels) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Attribute words: (N,) arrays of str, "" where the attribute does not apply.
 
-def _split(name: str, images, labels, below: str, above: str) -> np.ndarray:
-    x, y = _checked(images, labels)
-    v = MEASURES[name](x)
+WORDS = {"brightness": ("dark", "light"), "size": ("small", "large"), "pattern": ("plain", "patterned")}
+
+
+def _split(name: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The words of a thresholded attribute for checked images x (N, 28, 28) and labels y (N,)."""
+    below, above = WORDS[name]
+    v = measure(name, x)
     t = np.asarray(THRESHOLDS[name], dtype=np.float64)[y]
     return np.where(np.isnan(v), "", np.where(v > t, above, below)).astype(object)
 
 
+def _facing(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    out = np.full(len(y), "", dtype=object)
+    shoe = np.isin(y, FOOTWEAR)
+    s = measure("facing", x[shoe])
+    out[shoe] = np.where(np.isnan(s), "", np.where(s > FACING_THRESHOLD, "right", "left"))
+    return out
+
+
 def brightness(images, labels) -> np.ndarray:
     """'dark' / 'light': the garment's mean intensity against its class's median."""
-    return _split("brightness", images, labels, "dark", "light")
+    return _split("brightness", *_checked(images, labels))
 
 
 def size(images, labels) -> np.ndarray:
     """'small' / 'large': the fraction of pixels the garment covers against its class's median."""
-    return _split("size", images, labels, "small", "large")
+    return _split("size", *_checked(images, labels))
 
 
 def pattern(images, labels) -> np.ndarray:
     """'plain' / 'patterned': the garment's interior mean |Laplacian| against its class's median."""
-    return _split("pattern", images, labels, "plain", "patterned")
+    return _split("pattern", *_checked(images, labels))
 
 
 def facing(images, labels) -> np.ndarray:
-    """'left' / 'right': the way the toe points, for footwear (Sandal, Sneaker, Ankle boot);
-    '' for every other class."""
-    x, y = _checked(images, labels)
-    s = facing_score(x)
-    word = np.where(s > FACING_THRESHOLD, "right", "left")
-    return np.where(np.isin(y, FOOTWEAR) & ~np.isnan(s), word, "").astype(object)
+    """'left' / 'right': the way the toe points (facing_score against 0), for footwear (Sandal,
+    Sneaker, Ankle boot); '' for every other class."""
+    return _facing(*_checked(images, labels))
 
 
 def attributes(images, labels) -> dict:
     """{attribute: (N,) words} for every attribute in ATTRIBUTES."""
     x, y = _checked(images, labels)
-    return {"brightness": brightness(x, y), "size": size(x, y), "facing": facing(x, y), "pattern": pattern(x, y)}
+    return {"brightness": _split("brightness", x, y), "size": _split("size", x, y), "facing": _facing(x, y),
+            "pattern": _split("pattern", x, y)}
 
 
 def is_held_out(labels, attrs) -> np.ndarray:
@@ -301,6 +321,9 @@ def caption(label: int, attrs: dict, rng, hold_out: bool = False) -> str:
 def captions(images, labels, seed: int = 0, hold_out: bool = False) -> list:
     """One caption per image (a list of N str), deterministic in (seed, index): image i's
     randomness is ``np.random.default_rng((seed, i))``."""
+    from .._checks import int_at_least
+
+    seed = int_at_least("seed", seed, 0)
     x, y = _checked(images, labels)
     attrs = attributes(x, y)
     return [caption(int(y[i]), {name: str(attrs[name][i]) for name in ATTRIBUTES},
