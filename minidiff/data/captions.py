@@ -297,8 +297,9 @@ def render(template: int, label: int, words: dict, rng) -> str:
     if template == 3 and len(adjs) > 1:
         adjs = [adjs[i] for i in rng.permutation(len(adjs))]   # a list's order is free
     first = (adjs[0] if adjs and "{adjectives}" in fmt else noun)
+    and_list = " and ".join(filter(None, [", ".join(adjs[:-1])] + adjs[-1:]))   # "small, dark and plain"
     text = fmt.format(a=_article(first, noun), adjectives=" ".join(adjs), noun=noun, facing=face,
-                      commas=", ".join(adjs), **{"and": " and ".join(filter(None, [", ".join(adjs[:-1])] + adjs[-1:]))})
+                      commas=", ".join(adjs), **{"and": and_list})
     return " ".join(text.replace(" ,", ",").split()).rstrip(",")
 
 
