@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minidiff"
 LAYERS = [
     ("foundations", ["_checks", "backend", "_progress"]),
     ("schedules and data", ["schedules", "diffusion", "nn.mlp", "nn.optim", "data.toy2d", "data.images",
+                            "data.captions", "data.tokenizer",
                             "data.fetch", "metrics", "plot", "checkpoint"]),
     ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance", "autoencoding",
                     "contrastive"]),
