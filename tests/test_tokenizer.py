@@ -18,7 +18,7 @@ CORPUS = ["a dark ankle boot facing left", "a photo of a small light sneaker poi
 
 @pytest.fixture(scope="module")
 def tok():
-    return T.caption_tokenizer(limit=500)
+    return T.caption_tokenizer()
 
 
 def test_special_tokens_come_first_then_words_by_count():
@@ -102,3 +102,16 @@ def test_bad_arguments_name_them(tok):
         T.encode(tok, "a coat", 8)
     with pytest.raises(ValueError, match="ids must be"):
         T.decode(tok, np.zeros((1, 2, 3), np.int64))
+
+
+def test_the_caption_tokenizer_knows_every_training_caption_and_the_empty_caption_is_the_null(tok):
+    from minidiff.data.captions import caption_dataset
+
+    _, _, text = caption_dataset("train", limit=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # no unknown word, no truncation at L = 24
+        ids = T.encode(tok, text, 24)
+    assert (ids == T.UNK_ID).sum() == 0
+    assert T.caption_tokenizer().to_str() == tok.to_str()   # data-free: the same every time
+    np.testing.assert_array_equal(T.encode(tok, [""], 7)[0], T.empty_caption_ids(7))
+    np.testing.assert_array_equal(T.empty_caption_ids(4), [T.BOS_ID, T.EOS_ID, T.PAD_ID, T.PAD_ID])

@@ -118,6 +118,40 @@ def classifier_accuracy(samples, labels, network=None) -> float:
     return float(np.mean(probs.argmax(axis=1) == lab))
 
 
+def prompt_report(samples, prompts, network=None) -> dict:
+    """What text-conditioned ``samples`` (N, 1, 28, 28) in [-1, 1] show of their ``prompts``
+    (N str): the class accuracy (the shipped classifier against the class each prompt names)
+    and the attribute accuracy (``minidiff.data.captions``' attribute functions measured on each
+    sample against every attribute word its prompt says), overall, per attribute, and on the
+    prompts that ask for a HELD_OUT combination (never said in training), reported apart."""
+    from ..data.captions import ATTRIBUTES, HELD_OUT, attributes, parse_caption
+    from ..data.images import from_model_range
+
+    if isinstance(prompts, str) or len(prompts) != len(samples):
+        raise ValueError(f"prompts must be a list of one str per sample ({len(samples)}), got "
+                         f"{'a str' if isinstance(prompts, str) else len(prompts)}")
+    parsed = [parse_caption(p) for p in prompts]                      # (label, {attribute: word}) each
+    labels = np.array([k for k, _ in parsed], dtype=np.int64)
+    hit = class_probabilities(samples, network).argmax(axis=1) == labels          # (N,)
+    measured = attributes(np.asarray(from_model_range(torch.as_tensor(samples).cpu())), labels)
+    held = np.array([any(k == c and asked.get(a) == w for a, w, c in HELD_OUT) for k, asked in parsed])
+
+    def summary(rows) -> dict:
+        out = {"n": int(rows.sum()), "class_accuracy": float(hit[rows].mean()) if rows.any() else None}
+        right = total = 0
+        for name in ATTRIBUTES:
+            asked = np.array([a.get(name, "") for _, a in parsed], dtype=object)
+            said = rows & (asked != "")
+            ok = int((measured[name][said] == asked[said]).sum())
+            out[f"{name}_accuracy"] = ok / int(said.sum()) if said.any() else None
+            right, total = right + ok, total + int(said.sum())
+        out["attribute_accuracy"] = right / total if total else None
+        out["attribute_words"] = total
+        return out
+
+    return {**summary(np.ones(len(parsed), dtype=bool)), "held_out": summary(held)}
+
+
 # ----------------------------------------------------------------------------------------------
 # FD and KID against a reference set.
 

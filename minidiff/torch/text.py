@@ -25,7 +25,7 @@ PAD_ID = 0   # minidiff.data.tokenizer's [PAD]; the mask of a token sequence is 
 @dataclasses.dataclass
 class TextConfig:
     vocab_size: int = 128          # the tokenizer's vocabulary size
-    context_length: int = 16       # L: tokens per caption, [BOS] and [EOS] included
+    context_length: int = 24       # L: tokens per caption, [BOS] and [EOS] included (captions: at most 19)
     width: int = 64                # D: the embedding size (the U-Net's context_dim)
     layers: int = 2
     heads: int = 4

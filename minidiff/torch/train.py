@@ -150,24 +150,27 @@ class ImageConfig(MethodConfig, LoopConfig):
         C, size = unet.pop("in_channels", C), unet.pop("image_size", size)
         if fields.get("class_conditional") and "num_classes" not in unet:
             unet["num_classes"] = NUM_CLASSES.get(dataset)
+        levels = None
         if fields.get("condition") == "text":                          # tau's width is the U-Net's context_dim
             fields["text"] = {**PRESETS[name]["text"], **dict(overrides.get("text", {}))}
             unet.setdefault("context_dim", fields["text"]["width"])
-        fields["unet"] = preset_unet(name, C, size, **unet)
+            levels = PRESETS[name]["attention_levels"] or (-1,)        # cross-attention needs attention somewhere
+        fields["unet"] = preset_unet(name, C, size, levels=levels, **unet)
         return cls(**fields)
 
 
-def preset_unet(name: str, in_channels: int, image_size: int, **overrides) -> dict:
+def preset_unet(name: str, in_channels: int, image_size: int, levels=None, **overrides) -> dict:
     """The U-Net fields of preset ``name`` for inputs (in_channels, image_size, image_size): its
     channel_mults cut to what the size allows (``fitting_mults``), self-attention at the preset's
-    levels, any field overridden."""
+    levels (or at ``levels``: indices into the resolutions, -1 the lowest), any field overridden."""
     _checks.choice("preset", name, tuple(PRESETS))
     preset = PRESETS[name]
     unet = {"in_channels": in_channels, "image_size": image_size, **preset["unet"],
             "channel_mults": fitting_mults(preset["unet"]["channel_mults"], image_size), **overrides}
     if "attention_resolutions" not in overrides:
         res = [unet["image_size"] // 2 ** i for i in range(len(unet["channel_mults"]))]
-        unet["attention_resolutions"] = tuple(sorted({res[i] for i in preset["attention_levels"]}))
+        levels = preset["attention_levels"] if levels is None else levels
+        unet["attention_resolutions"] = tuple(sorted({res[i] for i in levels}))
     return unet
 
 
@@ -374,9 +377,12 @@ def prepare_captions(cfg: ImageConfig, out, log=print):
         Path(out).mkdir(parents=True, exist_ok=True)
         save_tokenizer(tok, Path(out) / TOKENIZER_FILE)
     text = dataclasses.replace(cfg.text, vocab_size=V)
-    with warnings.catch_warnings():                # the corpus is the tokenizer's own: no unknown words
-        warnings.simplefilter("error")
+    with warnings.catch_warnings(record=True) as caught:   # the tokenizer knows every caption word
+        warnings.simplefilter("always")
         ids = encode(tok, captions, text.context_length)                   # (N, L) int64
+    if caught:
+        raise ValueError(f"text.context_length={text.context_length} is too short for the training captions "
+                         f"({len(caught)} would be cut, e.g. {caught[0].message}); the captions need at most 19 tokens")
     log(f"captions: {len(captions)} for training, vocabulary {V} words, context {text.context_length} tokens")
     return dataclasses.replace(cfg, text=text, tokenizer_sha256=sha), ids
 
