@@ -9,8 +9,26 @@ the lines that are not NotImplementedError are given to you.
 """
 from __future__ import annotations
 
+import torch
+
 from minidiff.backend import namespace
 from minidiff.contrastive import LOG_SCALE_MAX, _embeddings, _groups, _log_scale, _pair
+
+
+def key_padding_bias(mask, dtype=torch.float32):
+    """The additive form of a key padding mask: 0 where ``mask`` is True (a real token), -inf
+    where it is False (padding), so that softmax gives padding exactly zero weight.  A (B, S)
+    mask becomes (B, 1, 1, S), broadcast over heads and queries; other shapes are kept.  A row
+    with no real key would be all -inf (NaN after softmax): refused."""
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor (True: a key that takes part), got {mask.dtype}")
+    if mask.ndim == 2:
+        mask = mask[:, None, None, :]                                  # (B, S) -> (B, 1, 1, S)
+    if mask.shape[-1] == 0 or not bool(mask.any(dim=-1).all()):
+        raise ValueError("mask leaves a query with no key to attend to (every key masked); "
+                         "an empty caption still has its [BOS] and [EOS] tokens")
+    raise NotImplementedError("EXERCISE key_padding_bias: write this function (see its docstring)")
 
 
 def normalize(e):

@@ -614,12 +614,20 @@ def cmd_eval(args):
     sampler, steps = _check_sampler(args, config)
     t0 = time.perf_counter()
     labels = _class_labels(args, args.n)
+    text = _prompt_tokens(args, config, args.n)
     x = sample_images(net, config, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                       batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True, class_labels=labels,
-                      guidance=args.guidance, autoencoder=ae, **_prompt_tokens(args, config, args.n),
-                      **_sampler_kwargs(args, sampler))
+                      guidance=args.guidance, autoencoder=ae, **text, **_sampler_kwargs(args, sampler))
     seconds = time.perf_counter() - t0
     accuracy = {}
+    if text:                                                            # text-to-image: what the prompts asked for
+        from .torch.evaluate import prompt_report
+        prompts = _prompts(args)
+        asked = [prompts[i % len(prompts)] for i in range(args.n)]
+        try:
+            accuracy = {"prompts": prompt_report(x, asked)}
+        except ValueError as e:                                        # a prompt that names no garment
+            raise UsageError(f"--prompt-file: {e}") from None
     if config.class_conditional and config.dataset == "fashion-mnist":   # image i: class i mod 10 or --class
         from .torch.evaluate import classifier_accuracy
         asked = torch.arange(args.n) % config.unet.num_classes if labels is None else torch.as_tensor(labels)
@@ -636,8 +644,23 @@ def cmd_eval(args):
     print(f"{report.get('fd_label', 'FD')}: {report['fd']:.3f}, KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f} "
           f"({report['n_samples']} samples vs {report['n_reference']} test images)"
           + (f"; the classifier finds the asked-for class in {100 * report['class_accuracy']:.1f} %"
-             if "class_accuracy" in report else "") + f"; report in {out}")
+             if "class_accuracy" in report else "") + _prompt_summary(report.get("prompts")) + f"; report in {out}")
     return 0
+
+
+def _prompt_summary(r) -> str:
+    """The prompt report in a few words: class and attribute accuracy, and on the held-out combinations."""
+    if not r:
+        return ""
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"
+    text = f"; prompts: class {pct(r['class_accuracy'])}, attributes {pct(r['attribute_accuracy'])}"
+    if r["held_out"]["n"]:
+        h = r["held_out"]
+        text += f" (held-out combinations, {h['n']} images: class {pct(h['class_accuracy'])}, " \
+                f"attributes {pct(h['attribute_accuracy'])})"
+    if r.get("clip_style_score") is not None:
+        text += f"; CLIP-style score (minidiff caption model) {r['clip_style_score']:.2f}"
+    return text
 
 
 def cmd_sample(args):
@@ -715,8 +738,8 @@ def _add_sample_args(p, n_default):
                         "0: conditional only; diffusers' guidance_scale is 1 + w)")
     p.add_argument("--prompt", default=None, metavar="TEXT", help="text-conditioned models: the caption of every "
                    "image (\"\": the unconditional model)")
-    p.add_argument("--prompt-file", default=None, metavar="FILE", help="text-conditioned models: one prompt per "
-                   "line, image i gets prompt i mod their number")
+    p.add_argument("--prompt-file", "--prompts", default=None, metavar="FILE", help="text-conditioned models: one "
+                   "prompt per line, image i gets prompt i mod their number (eval: scored against them)")
     p.add_argument("--class", dest="class_label", type=int_at_least(0), default=None, metavar="K",
                    help="class-conditional images: draw class K only (default: image i gets class i mod K; "
                         "the number of classes itself means 'no class')")

@@ -112,7 +112,8 @@ LESSONS = {
                           "minidiff.torch.loop: batch_indices lr_at")),
         Lesson("12", "12_text_to_image",
                "Text-to-image: tokens, cross-attention, guidance with the empty caption, InfoNCE and the CLIP-style score",
-               _exercises("minidiff.contrastive: normalize similarity_logits info_nce clip_style_score")),
+               _exercises("minidiff.torch.attention: key_padding_bias",
+                          "minidiff.contrastive: normalize similarity_logits info_nce clip_style_score")),
     )
 }
 

@@ -208,3 +208,12 @@ def test_bad_caption_arguments_name_them():
         C.captions(canvas(), [0], seed=-1)
     with pytest.raises(ValueError, match="attrs must hold the attribute"):
         C.is_held_out([0], {"size": np.array(["small"])})
+
+
+def test_held_out_prompts_each_ask_for_a_held_out_combination():
+    prompts = C.held_out_prompts(12, seed=3)
+    assert len(set(prompts)) > 6 and prompts == C.held_out_prompts(12, seed=3)
+    for i, text in enumerate(prompts):
+        label, attrs = C.parse_caption(text)
+        name, value, k = C.HELD_OUT[i % len(C.HELD_OUT)]
+        assert label == k and attrs == {name: value}, text

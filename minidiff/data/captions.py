@@ -331,6 +331,21 @@ def captions(images, labels, seed: int = 0, hold_out: bool = False) -> list:
                     np.random.default_rng((seed, i)), hold_out=hold_out) for i in range(len(y))]
 
 
+def held_out_prompts(n: int, seed: int = 0) -> list:
+    """``n`` prompts that each ask for one HELD_OUT combination (cycled), e.g. "a black sandal":
+    a random template and synonyms, the held-out attribute word always said and the class's
+    other attributes never (they are unmeasured wishes): what a model never read in training."""
+    from .._checks import int_at_least
+
+    n = int_at_least("n", n, 1)
+    out = []
+    for i in range(n):
+        name, value, label = HELD_OUT[i % len(HELD_OUT)]
+        rng = np.random.default_rng((seed, i, 1))
+        out.append(render(int(rng.integers(len(TEMPLATES))), label, {name: value}, rng))
+    return out
+
+
 def _phrases():
     """(words tuple, kind, value) for every class and attribute word, longest phrase first."""
     out = [(tuple(w.split()), "class", k) for k, names in enumerate(CLASS_WORDS) for w in names]

@@ -73,6 +73,42 @@ GROUPS = np.array([5, 2, 5, 0, 2, 5])        # pairs 0, 2, 5 share a caption, an
 
 
 # ----------------------------------------------------------------------------------------------
+# key_padding_bias: cross-attention with a mask (the caption's padding gets no weight)
+
+@exercise("key_padding_bias")
+def test_key_padding_bias_is_zero_on_real_tokens_and_minus_inf_on_padding(ex):
+    mask = torch.tensor([[True, True, True, False, False], [True, False, False, False, False]])
+    b = ex.key_padding_bias(mask, torch.float64)
+    assert b.shape == (2, 1, 1, 5) and b.dtype == torch.float64
+    assert (b[:, 0, 0][mask] == 0).all()
+    assert torch.isneginf(b[:, 0, 0][~mask]).all()
+
+
+@exercise("key_padding_bias")
+def test_masked_attention_is_attention_over_the_real_tokens_only(ex):
+    """softmax(q k^T / sqrt(d) + bias) v with the bias of a (B, S) mask: for each caption, the
+    attention over its real tokens alone (captions of unequal lengths), whatever the padding holds."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 3, 7, 4, generator=g, dtype=torch.float64)          # (B, heads, L = H*W, d)
+    k = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)          # (B, heads, S, d)
+    v = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64)
+    lengths = (4, 2)
+    mask = torch.arange(5)[None, :] < torch.tensor(lengths)[:, None]       # (B, S)
+    bias = ex.key_padding_bias(mask, torch.float64)
+    w = torch.softmax(q @ k.transpose(-1, -2) / 2.0 + bias, dim=-1)        # (B, heads, L, S)
+    out = w @ v
+    for b, n in enumerate(lengths):
+        expect = torch.softmax(q[b] @ k[b, :, :n].transpose(-1, -2) / 2.0, dim=-1) @ v[b, :, :n]
+        torch.testing.assert_close(out[b], expect)
+    k2, v2 = k.clone(), v.clone()
+    k2[~mask[:, None, :].expand(2, 3, 5)] = 1e3                            # the padding's keys and values
+    v2[~mask[:, None, :].expand(2, 3, 5)] = -1e3
+    w2 = torch.softmax(q @ k2.transpose(-1, -2) / 2.0 + bias, dim=-1)
+    torch.testing.assert_close(w2 @ v2, out)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :]))
+
+
+# ----------------------------------------------------------------------------------------------
 # normalize
 
 @exercise("normalize")
