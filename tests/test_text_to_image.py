@@ -138,3 +138,24 @@ def test_prompt_report_of_real_images_against_their_own_captions():
     assert report["held_out"]["n"] == 3
     with pytest.raises(ValueError, match="prompts"):
         prompt_report(samples[:2], ["a bag"])
+
+
+def test_text_conditioning_on_the_latents_of_an_autoencoder(tmp_path, monkeypatch):
+    """The same text model on a latent space (LDM): the captions of the training images travel
+    with their latents, sampling decodes."""
+    from minidiff.torch.latent import first_stage_for
+    from minidiff.torch.train_autoencoder import AutoencoderTrainConfig, train_autoencoder
+
+    monkeypatch.setenv("MINIDIFF_DATA", str(tmp_path / "cache"))
+    ae = AutoencoderTrainConfig.from_preset("tiny", dataset="fashion-mnist", limit=64, steps=2, ckpt_every=0,
+                                            sample_every=0)
+    train_autoencoder(ae, tmp_path / "ae", progress=False)
+    cfg = tiny(autoencoder=str(tmp_path / "ae"))
+    result = train_images(cfg, tmp_path / "latent", device="cpu", **QUIET)
+    net, cfg = model_from_checkpoint(tmp_path / "latent")
+    assert cfg.scale_factor > 0 and cfg.unet.in_channels == ae.autoencoder.latent_channels
+    assert np.isfinite(result["losses"]).all()
+    ids = encode(load_run_tokenizer(tmp_path / "latent", cfg), ["a small bag"], cfg.text.context_length)
+    x = sample_images(net, cfg, 2, tokens=ids[0], guidance=2.0, sampler="euler", steps=2,
+                      autoencoder=first_stage_for(cfg))
+    assert x.shape == (2, 1, 28, 28) and torch.isfinite(x).all()
