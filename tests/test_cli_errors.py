@@ -141,7 +141,8 @@ def test_image_only_options_are_refused_on_2d_runs(option, tmp_path, capsys):
     action = next(a for a in _subparsers()["train"]._actions if option in a.option_strings)
     value = [] if action.nargs == 0 else {"--preset": ["tiny"], "--channels": ["1"], "--device": ["cpu"],
                                           "--data-root": [str(tmp_path)], "--model": ["autoencoder"],
-                                          "--reg": ["vq"], "--factor": ["2"], "--autoencoder": [str(tmp_path)]}.get(option, ["3"])
+                                          "--reg": ["vq"], "--factor": ["2"], "--autoencoder": [str(tmp_path)],
+                                          "--augment": ["0.2"]}.get(option, ["3"])
     code, err = _run(["train", "--dataset", "8gaussians", "--steps", "2", "--out", str(tmp_path / "o"), option,
                       *value], capsys)
     _assert_one_line(code, err, option)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .. import _checks
+from ..augment import AUGMENT_DIM, augment
 from ..backend import generator
 from ..checkpoint import json_norm, load_modules
 from ..data.images import DATASET_SHAPES, NUM_CLASSES
@@ -36,6 +37,9 @@ from .loop import LoopConfig, Task, batch_indices, ema_into, frozen, load_run, p
 from .sampling import save_grid
 from .train_autoencoder import AutoencoderTrainConfig
 from .unet import UNet, UNetConfig
+
+# step_seed streams: 0-3 the loop's (data, noise, dropout, sampling), 4 the latent noise, 5 CFG's label drops
+AUGMENT_STREAM = 6                 # ... and each step's augmentations
 
 # Presets: 'cpu' shows recognisable Fashion-MNIST samples after minutes on a laptop CPU, 'gpu' is
 # a real run for one GPU, 'tiny' is for tests.  Any field can be overridden on the command line.
@@ -66,6 +70,8 @@ class ImageConfig(MethodConfig, LoopConfig):
     data_root: str = ""                # a folder with the dataset's files ('' : the default place)
     limit: int = 0                     # train on the first `limit` images only (0: all)
     flip: bool = False                 # random left-right flips
+    augment: float = 0.0               # EDM's non-leaking augmentation: each transform with this probability,
+                                       # its parameters given to the U-Net as augment labels (0: off)
     class_conditional: bool = False    # feed the labels to the U-Net (unet.num_classes = the number of classes)
     p_uncond: float = 0.1              # class_conditional: drop a label to the null class with this probability
                                        # (trains the unconditional model classifier-free guidance needs)
@@ -96,6 +102,17 @@ class ImageConfig(MethodConfig, LoopConfig):
             raise ValueError("autoencoder_sha256 and scale_factor belong to a latent model: set autoencoder too")
         if self.autoencoder and self.flip:
             raise ValueError("flip is for pixel models: a latent model trains on the latents of unflipped images")
+        _checks.finite_number("augment", self.augment, lambda v: 0 <= v < 1, "in [0, 1) (the probability p "
+                              "of each augmentation; 0: off)")
+        if self.augment and self.flip:
+            raise ValueError("augment and flip exclude each other: augment already flips, and tells the U-Net so "
+                             "(augment labels, zero when sampling); plain flip would teach it mirrored images "
+                             "as clean ones, the leak augment avoids")
+        if self.augment and self.autoencoder:
+            raise ValueError("augment is for pixel models: a latent model trains on the latents of unaugmented images")
+        if self.augment and self.unet.augment_dim != AUGMENT_DIM:
+            raise ValueError(f"augment needs unet.augment_dim = {AUGMENT_DIM} (the augment labels' size; "
+                             f"from_preset sets it), got {self.unet.augment_dim}")
         return self
 
     @classmethod
@@ -120,6 +137,8 @@ class ImageConfig(MethodConfig, LoopConfig):
         C, size = unet.pop("in_channels", C), unet.pop("image_size", size)
         if fields.get("class_conditional") and "num_classes" not in unet:
             unet["num_classes"] = NUM_CLASSES.get(dataset)
+        if fields.get("augment") and "augment_dim" not in unet:
+            unet["augment_dim"] = AUGMENT_DIM
         fields["unet"] = preset_unet(name, C, size, **unet)
         return cls(**fields)
 
@@ -238,6 +257,10 @@ class DiffusionTask(Task):
         noise_rng = generator(step_seed(cfg.seed, k, 1), backend="torch", device=device)
         if cfg.flip:
             x0 = random_flip(x0, noise_rng)
+        if cfg.augment:                                                # EDM section 5: labelled augmentations
+            x0, a = augment(x0, cfg.augment, generator(step_seed(cfg.seed, k, AUGMENT_STREAM), backend="torch",
+                                                       device=device))
+            model_kwargs["augment_labels"] = a[mine]                   # (B, AUGMENT_DIM)
         z = noise_rng.randn(shape, dtype=torch.float32)                # (GB, C, H, W)
         draws = self.objective.draw(generator(step_seed(cfg.seed, k, 1), backend="numpy"), shape, k, np.float32, z=z)
         draws = {name: torch.as_tensor(v if name == "boundaries" else v[mine], device=device)
