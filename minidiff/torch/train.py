@@ -258,9 +258,11 @@ class DiffusionTask(Task):
         if cfg.flip:
             x0 = random_flip(x0, noise_rng)
         if cfg.augment:                                                # EDM section 5: labelled augmentations
-            x0, a = augment(x0, cfg.augment, generator(step_seed(cfg.seed, k, AUGMENT_STREAM), backend="torch",
-                                                       device=device))
-            model_kwargs["augment_labels"] = a[mine]                   # (B, AUGMENT_DIM)
+            # in float64 on CUDA: its matmuls would be rounded by TF32 and bf16 autocast, which leave float64 alone
+            wide = torch.float64 if device.type == "cuda" else x0.dtype
+            x0, a = augment(x0.to(wide), cfg.augment, generator(step_seed(cfg.seed, k, AUGMENT_STREAM),
+                                                                backend="torch", device=device))
+            x0, model_kwargs["augment_labels"] = x0.float(), a[mine].float()     # (B, AUGMENT_DIM)
         z = noise_rng.randn(shape, dtype=torch.float32)                # (GB, C, H, W)
         draws = self.objective.draw(generator(step_seed(cfg.seed, k, 1), backend="numpy"), shape, k, np.float32, z=z)
         draws = {name: torch.as_tensor(v if name == "boundaries" else v[mine], device=device)
