@@ -85,8 +85,9 @@ class UNetConfig:
             raise ValueError(f"num_classes must be None or an integer >= 1, got {self.num_classes!r}")
         if self.time_embedding not in ("sinusoidal", "fourier"):
             raise ValueError(f"time_embedding must be 'sinusoidal' or 'fourier', got {self.time_embedding!r}")
-        if isinstance(self.augment_dim, bool) or not isinstance(self.augment_dim, int) or not 0 <= self.augment_dim <= 64:
-            raise ValueError(f"augment_dim must be an integer in [0, 64] (0: no augment labels), got {self.augment_dim!r}")
+        a = self.augment_dim
+        if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a <= 64:
+            raise ValueError(f"augment_dim must be an integer in [0, 64] (0: no augment labels), got {a!r}")
         if self.base_channels % 2:
             raise ValueError(f"base_channels must be even (it is the time embedding's size), got {self.base_channels}")
 
