@@ -146,6 +146,9 @@ def _add_train_args(p, defaults):
                    help="steps between sample grids (0: never)")
     g.add_argument("--warmup", type=int_at_least(0), default=None, help="learning-rate warm-up steps")
     g.add_argument("--flip", action="store_true", default=None, help="random left-right flips")
+    g.add_argument("--augment", type=float_in(0, 1), default=None, metavar="P",
+                   help="EDM's non-leaking augmentation: flips, shifts and scalings, each with probability P "
+                        "(0 <= P < 1), told to the U-Net as augment labels (zero when sampling); not with --flip")
     g.add_argument("--class-conditional", action="store_true", default=None,
                    help="give the U-Net the labels (10%% dropped to a null class, for classifier-free guidance)")
     g.add_argument("--condition", default=None, choices=("text",),
@@ -188,6 +191,7 @@ def _image_config_from(args):
         args.preset or "cpu", dataset=args.dataset, method=args.method or "edm", target=args.target, T=args.T,
         schedule=args.schedule, seed=args.seed, scheme=args.scheme, teacher=args.teacher, cm_N=args.cm_N,
         metric=args.metric, data_root=args.data_root or "", limit=args.limit or 0, flip=bool(args.flip),
+        augment=args.augment or 0.0,
         compile=bool(args.compile), class_conditional=bool(args.class_conditional), condition=args.condition or "",
         bf16=not args.no_bf16, autoencoder=args.autoencoder or "", unet={k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels))
                                         if v is not None},
@@ -364,7 +368,7 @@ def _train_autoencoder(args):
     from .torch.train_autoencoder import AutoencoderTrainConfig, train_autoencoder
 
     _refuse_given(args, {"--method": "method", "--class-conditional": "class_conditional",
-                         "--autoencoder": "autoencoder", "--flip": "flip"},
+                         "--autoencoder": "autoencoder", "--flip": "flip", "--augment": "augment"},
                   "for diffusion models; --model autoencoder trains the first stage")
     from .torch.train_autoencoder import factor_mults
 

@@ -92,9 +92,10 @@ def test_batches_walk_a_permutation_per_epoch():
     assert not np.array_equal(batch_indices(100, 10, 3, 10), batch_indices(100, 10, 3, 0))
 
 
-@pytest.mark.parametrize("method", ["edm", "ct"])
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
-    kw = dict(method=method, steps=10, ckpt_every=3, unet=dict(dropout=0.1))   # dropout: its RNG must resume too
+@pytest.mark.parametrize("method,extra", [("edm", {}), ("ct", {}), ("edm", {"augment": 0.5})],  # augment: its draws
+                         ids=["edm", "ct", "edm-augment"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, method, extra):
+    kw = dict(method=method, steps=10, ckpt_every=3, unet=dict(dropout=0.1), **extra)   # dropout: its RNG must resume too
     train_images(tiny(**kw), tmp_path / "a", progress=False)
     train_images(tiny(**kw, max_seconds=1e-9), tmp_path / "b", progress=False)  # stops (and saves) after step 1
     assert weights(tmp_path / "b")[1]["step"] == 1

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .. import _checks
+from ..augment import AUGMENT_DIM, augment
 from ..backend import generator
 from ..checkpoint import json_norm, load_modules
 from ..data.images import DATASET_SHAPES, NUM_CLASSES
@@ -40,6 +41,9 @@ from .sampling import save_grid
 from .text import TextConfig, TextEncoder
 from .train_autoencoder import AutoencoderTrainConfig
 from .unet import UNet, UNetConfig
+
+# step_seed streams: 0-3 the loop's (data, noise, dropout, sampling), 4 the latent noise, 5 CFG's label drops
+AUGMENT_STREAM = 6                 # ... and each step's augmentations
 
 # Presets: 'cpu' shows recognisable Fashion-MNIST samples after minutes on a laptop CPU, 'gpu' is
 # a real run for one GPU, 'tiny' is for tests.  Any field can be overridden on the command line.
@@ -73,6 +77,8 @@ class ImageConfig(MethodConfig, LoopConfig):
     data_root: str = ""                # a folder with the dataset's files ('' : the default place)
     limit: int = 0                     # train on the first `limit` images only (0: all)
     flip: bool = False                 # random left-right flips
+    augment: float = 0.0               # EDM's non-leaking augmentation: each transform with this probability,
+                                       # its parameters given to the U-Net as augment labels (0: off)
     class_conditional: bool = False    # feed the labels to the U-Net (unet.num_classes = the number of classes)
     p_uncond: float = 0.1              # class_conditional: drop a label to the null class with this probability
                                        # (trains the unconditional model classifier-free guidance needs)
@@ -124,6 +130,17 @@ class ImageConfig(MethodConfig, LoopConfig):
                              "set condition='text'")
         if self.tokenizer_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.tokenizer_sha256):
             raise ValueError(f"tokenizer_sha256 must be 64 hex digits, got {self.tokenizer_sha256!r}")
+        _checks.finite_number("augment", self.augment, lambda v: 0 <= v < 1, "in [0, 1) (the probability p "
+                              "of each augmentation; 0: off)")
+        if self.augment and self.flip:
+            raise ValueError("augment and flip exclude each other: augment already flips, and tells the U-Net so "
+                             "(augment labels, zero when sampling); plain flip would teach it mirrored images "
+                             "as clean ones, the leak augment avoids")
+        if self.augment and self.autoencoder:
+            raise ValueError("augment is for pixel models: a latent model trains on the latents of unaugmented images")
+        if self.augment and self.unet.augment_dim != AUGMENT_DIM:
+            raise ValueError(f"augment needs unet.augment_dim = {AUGMENT_DIM} (the augment labels' size; "
+                             f"from_preset sets it), got {self.unet.augment_dim}")
         return self
 
     @classmethod
@@ -150,6 +167,8 @@ class ImageConfig(MethodConfig, LoopConfig):
         C, size = unet.pop("in_channels", C), unet.pop("image_size", size)
         if fields.get("class_conditional") and "num_classes" not in unet:
             unet["num_classes"] = NUM_CLASSES.get(dataset)
+        if fields.get("augment") and "augment_dim" not in unet:
+            unet["augment_dim"] = AUGMENT_DIM
         levels = None
         if fields.get("condition") == "text":                          # tau's width is the U-Net's context_dim
             fields["text"] = {**PRESETS[name]["text"], **dict(overrides.get("text", {}))}
@@ -293,6 +312,12 @@ class DiffusionTask(Task):
         noise_rng = generator(step_seed(cfg.seed, k, 1), backend="torch", device=device)
         if cfg.flip:
             x0 = random_flip(x0, noise_rng)
+        if cfg.augment:                                                # EDM section 5: labelled augmentations
+            # in float64 on CUDA: its matmuls would be rounded by TF32 and bf16 autocast, which leave float64 alone
+            wide = torch.float64 if device.type == "cuda" else x0.dtype
+            x0, a = augment(x0.to(wide), cfg.augment, generator(step_seed(cfg.seed, k, AUGMENT_STREAM),
+                                                                backend="torch", device=device))
+            x0, model_kwargs["augment_labels"] = x0.float(), a[mine].float()     # (B, AUGMENT_DIM)
         z = noise_rng.randn(shape, dtype=torch.float32)                # (GB, C, H, W)
         draws = self.objective.draw(generator(step_seed(cfg.seed, k, 1), backend="numpy"), shape, k, np.float32, z=z)
         draws = {name: torch.as_tensor(v if name == "boundaries" else v[mine], device=device)

@@ -48,6 +48,7 @@ class UNetConfig:
     time_embedding: str = "sinusoidal"         # 'sinusoidal' (DDPM) or 'fourier' (random features, NCSN++)
     fourier_scale: float = 16.0                # std of the random Fourier frequencies
     groups: int = 8                            # GroupNorm groups
+    augment_dim: int = 0                       # EDM's augment labels (B, augment_dim) as conditioning (0: none)
 
     def __post_init__(self):
         if self.out_channels is None:
@@ -93,6 +94,9 @@ class UNetConfig:
                 raise ValueError("context_dim needs attention_resolutions: cross-attention runs where attention does")
         if self.time_embedding not in ("sinusoidal", "fourier"):
             raise ValueError(f"time_embedding must be 'sinusoidal' or 'fourier', got {self.time_embedding!r}")
+        a = self.augment_dim
+        if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a <= 64:
+            raise ValueError(f"augment_dim must be an integer in [0, 64] (0: no augment labels), got {a!r}")
         if self.base_channels % 2:
             raise ValueError(f"base_channels must be even (it is the time embedding's size), got {self.base_channels}")
 
@@ -193,7 +197,9 @@ class UNet(nn.Module):
             context (B, S, context_dim) or None, context_mask (B, S) bool or None) -> (B, out_channels, H, W).
     With num_classes set, label ``num_classes`` (``self.null_class``) means "no class", for
     classifier-free guidance.  With context_dim set, ``context`` is required (the conditioning
-    sequence tau(y)); ``context_mask`` marks its real tokens (None: all real)."""
+    sequence tau(y)); ``context_mask`` marks its real tokens (None: all real).  With augment_dim
+    set, ``augment_labels`` (B, augment_dim) float tell the network how its input was augmented
+    (EDM section 5); None means zeros ("not augmented"), what the samplers pass."""
 
     def __init__(self, config: UNetConfig | None = None, verbose: bool = False):
         super().__init__()
@@ -204,6 +210,8 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.null_class = cfg.num_classes
         self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes is not None else None
+        # EDM (section 5): the augmentation's parameters, a conditioning added like the class's
+        self.augment_emb = nn.Linear(cfg.augment_dim, emb_dim, bias=False) if cfg.augment_dim else None
         self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
         # The way down: every layer's output is kept for a skip connection on the way up.
@@ -248,7 +256,7 @@ class UNet(nn.Module):
                 f"channels {chans} | {c.num_res_blocks} res blocks/level | attention at {attn} | "
                 f"{c.time_embedding} time embedding | {cond} | {self.num_parameters():,} parameters")
 
-    def _embedding(self, t, class_labels, B: int, device, dtype):
+    def _embedding(self, t, class_labels, B: int, device, dtype, augment_labels=None):
         t = torch.as_tensor(t, device=device)
         if t.ndim == 0:
             t = t.expand(B)
@@ -257,6 +265,8 @@ class UNet(nn.Module):
         ch = self.config.base_channels
         e = self.fourier(t) if self.fourier is not None else sinusoidal_embedding(t, ch)
         emb = self.time_mlp(e.to(dtype))                                   # (B, 4 ch)
+        if augment_labels is not None:                                     # None: zeros, "not augmented"
+            emb = emb + self._augment_embedding(augment_labels, B, device, dtype)
         if self.class_emb is None:
             if class_labels is not None:
                 raise ValueError("class_labels were given but this U-Net is unconditional (num_classes=None)")
@@ -286,7 +296,17 @@ class UNet(nn.Module):
                              f"got {context_mask.dtype} {tuple(context_mask.shape)}")
         return {"context": context.to(dtype), "context_mask": context_mask}
 
-    def forward(self, x, t, class_labels=None, context=None, context_mask=None):
+    def _augment_embedding(self, augment_labels, B: int, device, dtype):
+        """EDM's augment labels (B, augment_dim) mapped linearly into the embedding: (B, 4 ch)."""
+        if self.augment_emb is None:
+            raise ValueError("augment_labels were given but this U-Net takes none (augment_dim=0)")
+        a = torch.as_tensor(augment_labels, device=device)
+        if a.shape != (B, self.config.augment_dim) or not a.is_floating_point():
+            raise ValueError(f"augment_labels must be floats of shape (B, augment_dim) = ({B}, "
+                             f"{self.config.augment_dim}), got {a.dtype} of shape {tuple(a.shape)}")
+        return self.augment_emb(a.to(dtype))
+
+    def forward(self, x, t, class_labels=None, context=None, context_mask=None, augment_labels=None):
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"x must have shape (B, {cfg.in_channels}, H, W) (in_channels={cfg.in_channels}), "
@@ -294,7 +314,7 @@ class UNet(nn.Module):
         if tuple(x.shape[2:]) != (cfg.image_size, cfg.image_size):
             raise ValueError(f"x must be {cfg.image_size}x{cfg.image_size} (image_size), got "
                              f"{x.shape[2]}x{x.shape[3]}")
-        emb = self._embedding(t, class_labels, x.shape[0], x.device, x.dtype)  # (B, 4 ch)
+        emb = self._embedding(t, class_labels, x.shape[0], x.device, x.dtype, augment_labels)  # (B, 4 ch)
         ctx = self._context(context, context_mask, x.shape[0], x.dtype)         # {} or context, context_mask
         h = self.stem(x)                                                       # (B, ch, H, W)
         skips = [h]

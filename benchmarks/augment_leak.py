@@ -1,0 +1,158 @@
+"""Does augmentation leak?  Plain ``--flip`` against EDM's non-leaking ``--augment p``
+(Karras et al. 2022, section 5) on Fashion-MNIST's footwear.
+
+Fashion-MNIST's shoes face one way: the mass of the left half of a Sandal (5), Sneaker (7) or
+Ankle boot (9) is about half that of the right half.  A model trained on randomly flipped images
+learns mirrored shoes as ordinary ones and samples them, so the ratio of its samples drifts
+towards 1.  With ``--augment`` the flips (and shifts, scalings) are told to the U-Net as augment
+labels, zero when sampling, so the clean distribution should keep the data's ratio.
+
+1. **The leak** (always run): three class-conditional EDM runs of the same length (the 'cpu'
+   preset's U-Net), none / ``flip`` / ``augment=p``, each sampled for the three footwear classes
+   with augment labels zero (the samplers pass none); ratio = mean left-half mass / mean
+   right-half mass, pixel values in [0, 1].  Target: augment within +-0.1 of the data, flip
+   towards 1.
+2. **What it buys** (``--fd``): FD on the shipped classifier's features of unconditional runs on a
+   2,000-image training set (``limit=2000``), with and without augmentation at equal steps
+   (EDM: augmentation matters when data is scarce).
+
+    OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --seconds 270            # CPU, the recorded run
+    python benchmarks/augment_leak.py --steps 4000 --preset gpu --fd --tag gpu   # a GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minidiff.data.images import from_model_range, load_images
+from minidiff.torch.evaluate import evaluate_images
+from minidiff.torch.sampling import sample_images
+from minidiff.torch.train import ImageConfig, model_from_checkpoint, train_images
+
+FOOTWEAR = {5: "Sandal", 7: "Sneaker", 9: "Ankle boot"}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def left_right_ratio(images) -> float:
+    """Mean mass of the left half / mean mass of the right half of ``images`` (N, 1, H, W) uint8."""
+    a = np.asarray(images, dtype=np.float64) / 255.0
+    W = a.shape[-1]
+    return float(a[..., : W // 2].sum() / a[..., W - W // 2:].sum())
+
+
+def data_ratios(split: str = "train") -> dict:
+    images, labels = load_images("fashion-mnist", split)
+    return {FOOTWEAR[c]: left_right_ratio(images[labels == c]) for c in FOOTWEAR}
+
+
+def train(variant: str, args, out: Path, **extra) -> tuple:
+    opts = {"none": {}, "flip": {"flip": True}, "augment": {"augment": args.p}}[variant]
+    budget = {"steps": args.steps} if args.steps else {"steps": 10 ** 6, "max_seconds": args.seconds}
+    cfg = ImageConfig.from_preset(args.preset, dataset="fashion-mnist", method="edm", seed=args.seed,
+                                  sample_every=0, ckpt_every=0, **budget, **opts, **extra)
+    t0 = time.perf_counter()
+    result = train_images(cfg, out, progress=False, device=args.device, log=lambda *_: None)
+    return result["steps"], time.perf_counter() - t0
+
+
+class WithAugmentLabels(torch.nn.Module):
+    """The U-Net with fixed augment labels ``row`` (AUGMENT_DIM,) for every image: does it use them?"""
+
+    def __init__(self, net, row):
+        super().__init__()
+        self.net, self.row = net, torch.as_tensor(row, dtype=torch.float32)
+
+    def forward(self, x, t, **kw):
+        return self.net(x, t, augment_labels=self.row.to(x.device).expand(len(x), -1), **kw)
+
+
+def labels_ignored(data: dict, f: float) -> dict:
+    """The ratio of a model that ignores the flip label and so learns the flipped mixture:
+    ((1 - f) L + f R) / ((1 - f) R + f L) = ((1 - f) r + f) / ((1 - f) + f r) with r = L / R."""
+    return {k: ((1 - f) * r + f) / ((1 - f) + f * r) for k, r in data.items()}
+
+
+def footwear_ratios(ckpt: Path, n: int, device, flip_label: bool = False) -> dict:
+    net, cfg = model_from_checkpoint(ckpt, device)
+    if flip_label:                                                     # labels [flip, tx/W, ty/H, log2 s]
+        net = WithAugmentLabels(net, [1.0, 0.0, 0.0, 0.0])
+    out = {}
+    for c, name in FOOTWEAR.items():
+        x = sample_images(net, cfg, n, seed=c, class_labels=torch.full((n,), c), device=device)
+        out[name] = left_right_ratio(from_model_range(x).numpy())
+    return out
+
+
+def leak(args, work: Path) -> dict:
+    report = {"data (train)": data_ratios()}
+    steps = None
+    for variant in args.variants:
+        kw = {"steps": steps, "seconds": None} if steps else {}      # later runs: the first run's steps
+        run_args = argparse.Namespace(**{**vars(args), **kw}) if kw else args
+        k, secs = train(variant, run_args, work / variant, class_conditional=True)
+        steps = steps or k
+        report[variant] = {"steps": k, "train_seconds": round(secs, 1),
+                           "ratios": footwear_ratios(work / variant, args.n, args.device)}
+        if variant == "augment" and args.probe:
+            report[variant]["ratios_with_flip_label_1"] = footwear_ratios(work / variant, args.n, args.device, True)
+        print(variant, report[variant], flush=True)
+    data = report["data (train)"]
+    report["if the flip label were ignored"] = {"flip": labels_ignored(data, 0.5),
+                                                f"augment p={args.p}": labels_ignored(data, args.p)}
+    for variant in args.variants:
+        report[variant]["minus_data"] = {k: round(v - data[k], 3) for k, v in report[variant]["ratios"].items()}
+    return report
+
+
+def fd(args, work: Path) -> dict:
+    """Unconditional runs on the first 2,000 training images, with and without augmentation, at
+    the same steps; FD of ``--n-fd`` samples against 10,000 test images."""
+    report = {}
+    for variant in ("none", "augment"):
+        run_args = argparse.Namespace(**{**vars(args), "steps": args.fd_steps or args.steps,
+                                         "seconds": args.seconds})
+        k, secs = train(variant, run_args, work / f"fd-{variant}", limit=2000)
+        net, cfg = model_from_checkpoint(work / f"fd-{variant}", args.device)
+        x = sample_images(net, cfg, args.n_fd, seed=0, device=args.device)
+        report[variant] = {"steps": k, "train_seconds": round(secs, 1),
+                           **{key: v for key, v in evaluate_images(x).items() if key in ("fd", "kid_mean")}}
+        print(variant, report[variant], flush=True)
+    return report
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=270.0, help="training time of the first run (later runs: "
+                    "as many steps as it made)")
+    ap.add_argument("--steps", type=int, default=0, help="steps per run instead of --seconds")
+    ap.add_argument("--p", type=float, default=0.5, help="--augment's probability (0.5: as many flips as --flip)")
+    ap.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "gpu"))
+    ap.add_argument("--variants", nargs="+", default=["flip", "augment"], choices=("none", "flip", "augment"))
+    ap.add_argument("--probe", action="store_true", help="also sample the augment model with the flip label 1 "
+                    "(a model that uses the label draws mirrored shoes, ratio ~ 1 / the data's)")
+    ap.add_argument("--n", type=int, default=200, help="samples per footwear class")
+    ap.add_argument("--fd", action="store_true", help="also part 2: FD on 2,000 images with and without augment")
+    ap.add_argument("--fd-steps", type=int, default=0, help="part 2's steps (default: --steps, or --seconds)")
+    ap.add_argument("--n-fd", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--tag", default="cpu")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = {"config": {k: v for k, v in vars(args).items()}, "torch_threads": torch.get_num_threads(),
+                  "leak": leak(args, Path(tmp))}
+        if args.fd:
+            report["fd_2000_images"] = fd(args, Path(tmp))
+    path = RESULTS / f"augment_leak_{args.tag}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
