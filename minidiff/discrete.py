@@ -393,3 +393,23 @@ def sample_joint(post, rng):
     K = post.shape[-1]
     k = sample_categorical(xp.reshape(post, (post.shape[0], K * K)), rng)   # (B,)
     return xp.stack([k // K, k % K], axis=1)
+
+
+def exact_denoiser(p0, Qbar, rng=None):
+    """The exact p(x0 | x_t) of a known two-token joint p0 (K, K), as a model for the samplers.
+
+    Qbar(t) -> Q-bar_t (K, K) for the batch's time (t a (B,) array of one value).  With ``rng``
+    the model returns the one-hot rows (B, 2, K) of one JOINT draw x0 ~ q(x0 | x_t)
+    (``joint_posterior_x0``): the x0-parameterised step then moves each token by q(x_{t-1} | x_t, x0),
+    which is exact, dependent tokens included.  Without ``rng`` it returns the per-token marginals
+    of q(x0 | x_t): a factorised p(x0 | x_t), an approximation when the tokens are dependent."""
+    _checks.function("Qbar", Qbar)
+
+    def model(xt, t):
+        xp = namespace(xt, p0)
+        post = joint_posterior_x0(p0, xt, Qbar(t))                       # (B, K, K)
+        if rng is None:
+            return xp.stack([xp.sum(post, axis=2), xp.sum(post, axis=1)], axis=1)
+        return _rows("x0", sample_joint(post, rng), p0.shape[-1], p0)      # (B, 2, K) one-hot
+
+    return model
