@@ -110,6 +110,9 @@ LESSONS = {
                           "minidiff.torch.attention: attention",
                           "minidiff.plot: image_grid",
                           "minidiff.torch.loop: batch_indices lr_at")),
+        Lesson("13", "13_discrete_diffusion", "Discrete diffusion: D3PM transition matrices and masked diffusion",
+               _exercises("minidiff.discrete: uniform_transition cumulative_transitions q_posterior",
+                          "minidiff.discrete: masked_diffusion_loss unmasking_step")),
     )
 }
 
