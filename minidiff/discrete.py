@@ -236,7 +236,8 @@ def hybrid_loss(p_x0_logits, x0, xt, t, Qs, Qbars, lam: float = 0.01):
     p = p_posterior_from_x0(xt, xp.exp(log_p_x0), Q_t, Qbar_tm1)
     log_q = xp.log(xp.where(q > 0, q, xp.ones_like(q)))
     kl = xp.sum(q * (log_q - xp.log(xp.maximum(p, _TINY))), axis=-1)          # (B, ...)
-    ce = -xp.sum(_rows("x0", x0, K, q) * log_p_x0, axis=-1)                    # (B, ...)
+    x0_rows = _rows("x0", x0, K, q)
+    ce = -xp.sum(xp.where(x0_rows > 0, log_p_x0, xp.zeros_like(log_p_x0)), axis=-1)   # (B, ...); a -inf logit elsewhere is fine
     per_token = kl + lam * ce
     return xp.sum(xp.reshape(per_token, (per_token.shape[0], -1)), axis=1)
 
@@ -313,9 +314,11 @@ def masked_diffusion_loss(logits, x0, xt, alpha_t, dalpha_t):
     _rows("xt", xt, V + 1, logits)
     B = x0.shape[0]
     # BEGIN SOLUTION
-    # hint: log p(x0 | z_t) per token = (one-hot x0) . log_softmax(logits) (_log_softmax, _rows);
-    # hint: keep the masked tokens (xt == V), sum them per example, times dalpha_t / (1 - alpha_t).
-    log_p = xp.sum(_rows("x0", x0, V, logits) * _log_softmax(xp, logits), axis=-1)     # (B, ...)
+    # hint: log p(x0 | z_t) per token: log_softmax(logits) (_log_softmax) at x0's one-hot entry (_rows; pick it
+    # hint: with xp.where, as 0 * (-inf) is NaN); keep the masked tokens (xt == V), sum them per example, times
+    # hint: dalpha_t / (1 - alpha_t).
+    log_softmax = _log_softmax(xp, logits)
+    log_p = xp.sum(xp.where(_rows("x0", x0, V, logits) > 0, log_softmax, xp.zeros_like(log_softmax)), axis=-1)  # (B, ...)
     masked = xp.asarray(xt == V, like=logits)                                          # (B, ...)
     total = xp.sum(xp.reshape(masked * log_p, (B, -1)), axis=1)                       # (B,)
     return dalpha_t / (1 - alpha_t) * total
