@@ -227,7 +227,10 @@ def hybrid_loss(p_x0_logits, x0, xt, t, Qs, Qbars, lam: float = 0.01):
                          f"{tuple(Qs.shape)}, {tuple(Qbars.shape)}, {tuple(x0.shape)}, {tuple(xt.shape)}, "
                          f"{tuple(p_x0_logits.shape)}")
     _checks.per_example("t", t, x0, "x0")
-    _checks.timesteps(t - 1, T, "t - 1")
+    t_host = _checks.to_numpy(t)
+    if not np.issubdtype(t_host.dtype, np.integer) or (t_host.size and (t_host.min() < 1 or t_host.max() > T)):
+        raise ValueError(f"t must hold integer timesteps in [1, T] = [1, {T}], got {t_host.dtype} values "
+                         f"in [{t_host.min()}, {t_host.max()}]")
     extra = x0.ndim - 1
     Qbars_prev = xp.concatenate([xp.expand_dims(_eye(xp, K, Qbars), 0), Qbars[:-1]], axis=0)  # Q-bar_0 = I
     Q_t, Qbar_tm1 = _per_example(xp, Qs, t - 1, extra), _per_example(xp, Qbars_prev, t - 1, extra)

@@ -111,6 +111,10 @@ def test_bad_inputs_name_the_argument():
         d.absorbing_transition(0.1, 1)
     with pytest.raises(ValueError, match="xt"):
         d.q_posterior(np.array([5]), np.array([0]), np.eye(4), np.eye(4))
+    Qs = d.uniform_transition(np.full(3, 0.2), 4)
+    with pytest.raises(ValueError, match=r"t must hold integer timesteps in \[1, T\]"):
+        d.hybrid_loss(np.zeros((2, 4)), np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64), np.array([0, 1]),
+                      Qs, d.cumulative_transitions(Qs))
     with pytest.raises(ValueError, match="ts"):
         d.unmasking_sample(lambda x, t: x, np.zeros((2, 2), dtype=np.int64), [0.0, 1.0], lambda t: 1 - t, generator(0))
 
@@ -216,3 +220,19 @@ def test_a_short_masked_diffusion_training_run_moves_towards_the_grid():
     trained, losses = d.train_grid_denoiser(p0, 150, batch=128, lr=5e-3, params=untrained)
     assert np.mean(losses[-30:]) < np.mean(losses[:30])
     assert tv(trained) < 0.5 * tv(untrained)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ancestral_sample_ends_at_a_certain_prediction_on_both_backends(backend):
+    # absorbing, beta_T = 1: from all-[MASK], a model certain of x0 (a one-hot p(x0 | x_t)) is
+    # sampled back to exactly that x0 whatever the draws; the callback sees every step
+    r = np.random.default_rng(9)
+    K, T = 5, 4
+    x0 = r.integers(0, K - 1, (6, 3))
+    Qs = on(backend, d.absorbing_transition(1 / (T - np.arange(T)), K))
+    seen = []
+    model = lambda x, t: on(backend, np.eye(K)[x0])
+    x = d.ancestral_sample(model, on(backend, np.full((6, 3), K - 1)), Qs, generator(0, backend), logits=False,
+                           callback=lambda info: seen.append(info["t"]))
+    np.testing.assert_array_equal(host(x), x0)
+    assert seen == [3, 2, 1, 0]
