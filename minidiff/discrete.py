@@ -18,7 +18,7 @@ import numpy as np
 from . import _checks
 from .backend import namespace, stop_gradient, value_and_grad
 from .nn.mlp import init_mlp, mlp
-from .nn.optim import adam_init, adam_update
+from .nn.optim import adam_init, adam_update, ema_update, ema_warmup
 
 _TINY = 1e-30   # log(max(p, tiny)): a probability the model puts at 0 costs 69 nats, not inf
 
@@ -443,16 +443,17 @@ def grid_denoiser(params, zt, t):
 
 
 def train_grid_denoiser(p0, steps: int, batch: int = 256, lr: float = 2e-3, seed: int = 0, params=None,
-                        hidden: int = 128, callback=None):
+                        hidden: int = 128, ema: float = 0.999, callback=None):
     """Train ``grid_denoiser`` on fresh draws from the grid joint p0 (G, G) by the masked-diffusion
-    loss (MDLM eq. 11, linear schedule, antithetic times as MDLM's low-discrepancy sampler), with
-    Adam and a cosine learning-rate decay.  Returns (params, list of losses)."""
+    loss (MDLM eq. 11, linear schedule, stratified times as MDLM's low-discrepancy sampler), with
+    Adam, a cosine learning-rate decay and an EMA of the weights (decay ``ema``, warmed up).
+    Returns (EMA params, list of losses)."""
     from .data.grid2d import sample_grid
     steps = _checks.integer("steps", steps, 1)
     G = p0.shape[0]
     rng = np.random.default_rng(seed)
     params = init_grid_denoiser(G, rng, hidden=hidden) if params is None else params
-    state = adam_init(params)
+    state, ema_params = adam_init(params), params
 
     def loss_fn(params, x0, zt, t):
         a, da = linear_schedule(t)
@@ -467,7 +468,8 @@ def train_grid_denoiser(p0, steps: int, batch: int = 256, lr: float = 2e-3, seed
         zt = np.where(rng.random((batch, 2)) < t[:, None], G, x0)          # masked with probability 1 - alpha_t = t
         loss, grads = step_fn(params, x0, zt, t)
         params, state = adam_update(params, grads, state, lr=lr * 0.5 * (1 + np.cos(np.pi * k / steps)))
+        ema_params = ema_update(ema_params, params, ema_warmup(ema, k))
         losses.append(float(loss))
         if callback is not None:
             callback({"step": k, "loss": float(loss), "params": params})
-    return params, losses
+    return ema_params, losses
