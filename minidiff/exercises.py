@@ -114,6 +114,9 @@ LESSONS = {
                "Text-to-image: tokens, cross-attention, guidance with the empty caption, InfoNCE and the CLIP-style score",
                _exercises("minidiff.torch.attention: key_padding_bias",
                           "minidiff.contrastive: normalize similarity_logits info_nce clip_style_score")),
+        Lesson("13", "13_discrete_diffusion", "Discrete diffusion: D3PM transition matrices and masked diffusion",
+               _exercises("minidiff.discrete: uniform_transition cumulative_transitions q_posterior",
+                          "minidiff.discrete: masked_diffusion_loss unmasking_step")),
     )
 }
 

@@ -11,11 +11,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minidiff"
 # Lowest first.  A module may import modules of its own layer or of layers above it in this list.
 LAYERS = [
     ("foundations", ["_checks", "backend", "_progress"]),
-    ("schedules and data", ["schedules", "diffusion", "nn.mlp", "nn.optim", "data.toy2d", "data.images",
+    ("schedules and data", ["schedules", "diffusion", "nn.mlp", "nn.optim", "data.toy2d", "data.grid2d", "data.images",
                             "data.captions", "data.tokenizer",
                             "data.fetch", "metrics", "plot", "checkpoint"]),
     ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance", "autoencoding",
-                    "contrastive", "augment"]),
+                    "contrastive", "augment", "discrete"]),
     ("method layer", ["methods"]),
     ("the 2-D trainer", ["train"]),
     ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
