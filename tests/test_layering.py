@@ -19,7 +19,8 @@ LAYERS = [
     ("method layer", ["methods"]),
     ("the 2-D trainer", ["train"]),
     ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
-                               "torch.loop", "torch.sampling", "torch.toy", "torch.autoencoder"]),
+                               "torch.loop", "torch.sampling", "torch.toy", "torch.autoencoder", "torch.text",
+                               "torch.conditioning", "torch.clip"]),
     ("trainers", ["torch.train", "torch.train_autoencoder", "torch.latent"]),
     ("lessons and command line", ["exercises", "check", "cli"]),
 ]
