@@ -20,7 +20,7 @@ LAYERS = [
     ("the 2-D trainer", ["train"]),
     ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
                                "torch.loop", "torch.sampling", "torch.toy", "torch.autoencoder", "torch.text",
-                               "torch.conditioning"]),
+                               "torch.conditioning", "torch.clip"]),
     ("trainers", ["torch.train", "torch.train_autoencoder", "torch.latent"]),
     ("lessons and command line", ["exercises", "check", "cli"]),
 ]

@@ -118,12 +118,19 @@ def classifier_accuracy(samples, labels, network=None) -> float:
     return float(np.mean(probs.argmax(axis=1) == lab))
 
 
-def prompt_report(samples, prompts, network=None) -> dict:
+def prompt_report(samples, prompts, network=None, caption_model=None) -> dict:
     """What text-conditioned ``samples`` (N, 1, 28, 28) in [-1, 1] show of their ``prompts``
     (N str): the class accuracy (the shipped classifier against the class each prompt names)
     and the attribute accuracy (``minidiff.data.captions``' attribute functions measured on each
     sample against every attribute word its prompt says), overall, per attribute, and on the
-    prompts that ask for a HELD_OUT combination (never said in training), reported apart."""
+    prompts that ask for a HELD_OUT combination (never said in training), reported apart.
+
+    With them the "CLIP-style score (minidiff caption model)" of each sample against its prompt
+    (``caption_model``, default the shipped ``minidiff.torch.clip`` model): 'clip_style_score',
+    the mean of the per-pair 100 max(cos, 0); 'clip_style_score_mean_clamped', max(mean 100 cos, 0)
+    as torchmetrics' CLIPScore computes it; and beside them 'clip_style_score_ceiling' and
+    '_floor', the same model's score of real test images with their own and with shuffled
+    captions (``real_score_bounds``): a sample's score means something only between the two."""
     from ..data.captions import ATTRIBUTES, HELD_OUT, attributes, parse_caption
     from ..data.images import from_model_range
 
@@ -135,6 +142,12 @@ def prompt_report(samples, prompts, network=None) -> dict:
     hit = class_probabilities(samples, network).argmax(axis=1) == labels          # (N,)
     measured = attributes(np.asarray(from_model_range(torch.as_tensor(samples).cpu())), labels)
     held = np.array([any(k == c and asked.get(a) == w for a, w, c in HELD_OUT) for k, asked in parsed])
+    from .. import contrastive
+    from .clip import default_caption_model, embed_images, embed_texts
+
+    clip_model = default_caption_model() if caption_model is None else caption_model
+    I, T = embed_images(clip_model, _as_images("samples", samples, None)), embed_texts(clip_model, list(prompts))
+    per_pair = contrastive.clip_style_score(I, T).double().numpy()                 # (N,)
 
     def summary(rows) -> dict:
         out = {"n": int(rows.sum()), "class_accuracy": float(hit[rows].mean()) if rows.any() else None}
@@ -147,9 +160,31 @@ def prompt_report(samples, prompts, network=None) -> dict:
             right, total = right + ok, total + int(said.sum())
         out["attribute_accuracy"] = right / total if total else None
         out["attribute_words"] = total
+        out["clip_style_score"] = float(per_pair[rows].mean()) if rows.any() else None
+        out["clip_style_score_mean_clamped"] = contrastive.clip_style_score_mean_clamped(I[rows], T[rows]) \
+            if rows.any() else None
         return out
 
-    return {**summary(np.ones(len(parsed), dtype=bool)), "held_out": summary(held)}
+    ceiling, floor = real_score_bounds(clip_model)
+    return {**summary(np.ones(len(parsed), dtype=bool)), "clip_style_score_label": CLIP_STYLE_LABEL,
+            "clip_style_score_ceiling": ceiling, "clip_style_score_floor": floor, "held_out": summary(held)}
+
+
+CLIP_STYLE_LABEL = "CLIP-style score (minidiff caption model)"
+N_SCORE_BOUNDS = 1000
+
+
+@functools.lru_cache(maxsize=4)
+def real_score_bounds(caption_model, n: int = N_SCORE_BOUNDS, seed: int = 0) -> tuple:
+    """(ceiling, floor) of the CLIP-style score of ``caption_model`` on the first ``n`` real test
+    images: with their own captions (seed 0, none held out), and with the captions shuffled by a
+    derangement drawn with ``seed`` (``minidiff.contrastive.score_ceiling_floor``).  Cached."""
+    from ..data.captions import captions
+    from ..data.images import load_images
+    from .clip import real_ceiling_floor
+
+    x, y = load_images("fashion-mnist", "test", limit=n)
+    return real_ceiling_floor(caption_model, x, captions(x, y, seed=0, hold_out=False), seed)
 
 
 # ----------------------------------------------------------------------------------------------
