@@ -12,12 +12,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minidiff"
 LAYERS = [
     ("foundations", ["_checks", "backend", "_progress"]),
     ("schedules and data", ["schedules", "diffusion", "nn.mlp", "nn.optim", "data.toy2d", "data.images",
-                            "data.fetch", "metrics", "plot", "checkpoint"]),
+                            "data.fetch", "data.layout", "metrics", "plot", "checkpoint"]),
     ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance", "autoencoding"]),
     ("method layer", ["methods"]),
     ("the 2-D trainer", ["train"]),
     ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
-                               "torch.loop", "torch.sampling", "torch.toy", "torch.autoencoder"]),
+                               "torch.loop", "torch.sampling", "torch.toy", "torch.autoencoder", "torch.text",
+                               "torch.conditioning"]),
     ("trainers", ["torch.train", "torch.train_autoencoder", "torch.latent"]),
     ("lessons and command line", ["exercises", "check", "cli"]),
 ]
