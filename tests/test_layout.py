@@ -215,3 +215,11 @@ def test_parse_layout_pads_and_cycles():
     assert np.array_equal(a[2], empty_layout(3)) and a[0, 2, 0] == PAD and a[1, 1:, 0].tolist() == [PAD, PAD]
     with pytest.raises(UsageError, match="at most 3"):
         parse_layout("bag 0,0,9,9; bag 10,0,19,9; bag 20,0,29,9; bag 30,0,39,9", 56, 3)
+
+
+@pytest.mark.parametrize("kw, what", [({"dataset": "digits"}, "fashion-mnist"), ({"flip": True}, "flip"),
+                                      ({"class_conditional": True}, "class_conditional")])
+def test_a_layout_config_refuses_what_contradicts_it(kw, what):
+    with pytest.raises(ValueError, match=what):
+        _tiny_layout(**kw).validate()
+    _tiny_layout().validate()

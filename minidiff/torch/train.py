@@ -84,7 +84,8 @@ class ImageConfig(MethodConfig, LoopConfig):
     autoencoder_sha256: str = ""       # its checkpoint's sha256, recorded when training starts
     scale_factor: float = 0.0          # s: 1 / std of the training latents (0: measure it when training starts)
     # text-to-image (Rombach et al. 2022, section 3.3): captions -> tokens -> tau (TextEncoder) -> cross-attention
-    condition: str = ""                # '' or 'text' (captions of minidiff.data.captions; p_uncond drops them to "")
+    condition: str = ""                # '', 'text' (captions of minidiff.data.captions; p_uncond drops them to "")
+                                       # or 'layout' (canvases of minidiff.data.layout; dropped to the empty layout)
     tokenizer_sha256: str = ""         # the run's tokenizer.json, recorded when training starts
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
     # layout-to-image (LDM section 4.3.1): Fashion-MNIST canvases (minidiff.data.layout), their layouts -> tau
