@@ -151,9 +151,11 @@ def _add_train_args(p, defaults):
                         "(0 <= P < 1), told to the U-Net as augment labels (zero when sampling); not with --flip")
     g.add_argument("--class-conditional", action="store_true", default=None,
                    help="give the U-Net the labels (10%% dropped to a null class, for classifier-free guidance)")
-    g.add_argument("--condition", default=None, choices=("text",),
+    g.add_argument("--condition", default=None, choices=("text", "layout"),
                    help="text: train a text-to-image model on Fashion-MNIST captions (cross-attention on a text "
-                        "encoder trained jointly; captions dropped to \"\" with probability p_uncond)")
+                        "encoder trained jointly; captions dropped to \"\" with probability p_uncond); layout: "
+                        "a layout-to-image model on 56x56 canvases of 2-3 garments (their boxes dropped to the "
+                        "empty layout with probability p_uncond)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the U-Net")
     g.add_argument("--image-size", type=int_at_least(1), default=None, help="dataset folder: resize to this size")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3), help="dataset folder: 1 grey, 3 RGB")
@@ -459,7 +461,8 @@ def _sample_images(args):
     x = sample_images(net, config, n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                       batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True,
                       class_labels=_class_labels(args, n), guidance=args.guidance, autoencoder=ae,
-                      **_prompt_tokens(args, config, n), **_sampler_kwargs(args, sampler))
+                      **_prompt_tokens(args, config, n), **_layout_arg(args, config, n),
+                      **_sampler_kwargs(args, sampler))
     save_image_grid(x, out)
     print(f"{n} samples in {time.perf_counter() - t0:.1f} s; grid in {out}")
     return 0
@@ -592,6 +595,59 @@ def _prompt_tokens(args, config, n: int) -> dict:
     return {"tokens": ids[np.arange(n) % len(prompts)]}
 
 
+LAYOUT_CLASS_NAMES = {"t-shirt/top": 0, "t-shirt": 0, "tshirt": 0, "top": 0, "trouser": 1, "trousers": 1,
+                      "pullover": 2, "dress": 3, "coat": 4, "sandal": 5, "shirt": 6, "sneaker": 7, "bag": 8,
+                      "ankle boot": 9, "boot": 9}
+
+
+def parse_layout(text: str, canvas: int, max_objects: int) -> np.ndarray:
+    """--layout "sneaker 2,2,26,26; bag 30,28,54,54": boxes 'CLASS x0,y0,x1,y1' in canvas pixels
+    (x1, y1 exclusive) separated by ';', layouts separated by '|' (image i gets layout i mod
+    their number; "" is the empty layout, the unconditional model); CLASS a Fashion-MNIST class
+    name or its number.  -> (P, max_objects, 5) int64, padded with class -1."""
+    from .data.images import NUM_CLASSES
+    from .data.layout import check_layout, empty_layout
+
+    layouts = []
+    for k, part in enumerate(text.split("|")):
+        rows = []
+        for item in (x.strip() for x in part.split(";")):
+            if not item:
+                continue
+            name, _, box = item.rpartition(" ")
+            name = " ".join(name.lower().split())
+            cls = int(name) if name.isdigit() else LAYOUT_CLASS_NAMES.get(name)
+            coords = box.split(",")
+            if cls is None or len(coords) != 4 or not all(c.strip().lstrip("-").isdigit() for c in coords):
+                raise UsageError(f"--layout: {item!r} is not 'CLASS x0,y0,x1,y1' (CLASS one of "
+                                 f"{', '.join(sorted(LAYOUT_CLASS_NAMES))} or 0..9; integer pixels)")
+            rows.append([cls, *(int(c) for c in coords)])
+        if len(rows) > max_objects:
+            raise UsageError(f"--layout: layout {k} has {len(rows)} boxes; this model takes at most {max_objects}")
+        lay = empty_layout(max_objects)
+        lay[:len(rows)] = np.asarray(rows, np.int64).reshape(-1, 5)
+        layouts.append(lay)
+    try:
+        return check_layout(np.stack(layouts), canvas, NUM_CLASSES["fashion-mnist"], max_objects)
+    except ValueError as e:
+        raise UsageError(f"--layout: {e}") from None
+
+
+def _layout_arg(args, config, n: int) -> dict:
+    """{'layout': (n, O, 5)} for a layout-conditioned model (--layout, layout i mod their number)."""
+    if getattr(config, "condition", "") != "layout":
+        _refuse_given(args, {"--layout": "layout"}, "for layout-conditioned models")
+        return {}
+    if args.class_label is not None:
+        raise UsageError("--class is for class-conditional models; this one is layout-conditioned: use --layout")
+    if args.layout is None:
+        raise UsageError('this model is layout-conditioned: pass --layout "sneaker 2,2,26,26; bag 30,28,54,54" '
+                         f"(boxes in pixels of the {config.layout.canvas}x{config.layout.canvas} canvas; "
+                         '--layout "" samples the unconditional model)')
+    layouts = parse_layout(args.layout, config.layout.canvas, config.layout.max_objects)
+    return {"layout": layouts[np.arange(n) % len(layouts)]}
+
+
 def _class_labels(args, n: int):
     """--class K: every image of class K; else None (sample_images then asks for class i mod K)."""
     return None if args.class_label is None else np.full(n, args.class_label)
@@ -616,6 +672,9 @@ def cmd_eval(args):
         return _evaluate_autoencoder(args, out, device)
     net, config, ae = _load_image_model(args, device)
     sampler, steps = _check_sampler(args, config)
+    if getattr(config, "condition", "") == "layout":
+        return _evaluate_layout(args, net, config, sampler, steps, out)
+    _refuse_given(args, {"--layout": "layout"}, "for layout-conditioned models")
     t0 = time.perf_counter()
     labels = _class_labels(args, args.n)
     text = _prompt_tokens(args, config, args.n)
@@ -667,13 +726,50 @@ def _prompt_summary(r) -> str:
     return text
 
 
+def _evaluate_layout(args, net, config, sampler, steps, out: Path):
+    """eval of a layout model: samples for --layout (default: the layouts of the first --n test
+    canvases), the fraction of asked garments found with IoU >= 0.5 and their class accuracy
+    (shipped classifier), beside the real test canvases (ceiling) and shuffled layouts (floor)."""
+    import torch
+
+    from .data.layout import canvas_dataset, layout_report
+    from .torch.evaluate import class_probabilities
+    from .torch.sampling import sample_images
+
+    real, test_layouts = canvas_dataset("test", n=args.n, config=config.layout)
+    layouts = _layout_arg(args, config, args.n)["layout"] if args.layout is not None else test_layouts
+    t0 = time.perf_counter()
+    x = sample_images(net, config, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                      batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True, layout=layouts,
+                      guidance=args.guidance, **_sampler_kwargs(args, sampler))
+    seconds = time.perf_counter() - t0
+    report = {"layout": layout_report(x.numpy(), layouts, class_probabilities)}
+    if args.layout is None:                                        # the same numbers on real canvases, and a floor
+        report["real_canvases"] = layout_report(real / 127.5 - 1, test_layouts, class_probabilities)
+        report["shuffled_layouts"] = layout_report(x.numpy(), np.roll(layouts, 1, axis=0), class_probabilities)
+    report.update({"checkpoint": str(args.ckpt), "sampler": sampler, "steps": steps, "sampling_seconds": seconds,
+                   "device": str(next(net.parameters()).device), "torch": torch.__version__,
+                   "guidance": args.guidance, "layout_arg": args.layout})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    r = report["layout"]
+    print(f"{r['n_garments']} asked garments on {r['n_canvases']} canvases: {100 * r['iou_at_least_0.5']:.1f} % "
+          f"found with IoU >= 0.5 (mean IoU {r['mean_iou']:.3f}), class accuracy {100 * r['class_accuracy']:.1f} %"
+          + (f" (real canvases: {100 * report['real_canvases']['iou_at_least_0.5']:.1f} %, "
+             f"{100 * report['real_canvases']['class_accuracy']:.1f} %; shuffled layouts: "
+             f"{100 * report['shuffled_layouts']['iou_at_least_0.5']:.1f} %, "
+             f"{100 * report['shuffled_layouts']['class_accuracy']:.1f} %)" if "real_canvases" in report else "")
+          + f"; report in {out}")
+    return 0
+
+
 def cmd_sample(args):
     from .checkpoint import is_image_checkpoint
 
     if is_image_checkpoint(args.ckpt):
         return _sample_images(args)
     _refuse_given(args, {"--guidance": "guidance", "--class": "class_label", "--prompt": "prompt",
-                         "--prompt-file": "prompt_file"},
+                         "--prompt-file": "prompt_file", "--layout": "layout"},
                   "for conditional image models; this is a 2-D checkpoint")
     _refuse_given(args, {"--batch-size": "batch_size", "--device": "device", "--autoencoder": "autoencoder"},
                   "for image models; this is a 2-D checkpoint")
@@ -744,6 +840,10 @@ def _add_sample_args(p, n_default):
                    "image (\"\": the unconditional model)")
     p.add_argument("--prompt-file", "--prompts", default=None, metavar="FILE", help="text-conditioned models: one "
                    "prompt per line, image i gets prompt i mod their number (eval: scored against them)")
+    p.add_argument("--layout", default=None, metavar="BOXES", help="layout-conditioned models: 'CLASS x0,y0,x1,y1' "
+                   "boxes in canvas pixels (x1, y1 exclusive) separated by ';', e.g. \"sneaker 2,2,26,26; bag "
+                   "30,28,54,54\"; several layouts separated by '|' (image i gets layout i mod their number); "
+                   "\"\": the unconditional model")
     p.add_argument("--class", dest="class_label", type=int_at_least(0), default=None, metavar="K",
                    help="class-conditional images: draw class K only (default: image i gets class i mod K; "
                         "the number of classes itself means 'no class')")

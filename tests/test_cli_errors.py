@@ -30,6 +30,7 @@ BAD_STRINGS = {
     "--inception-weights": (["/nonexistent/weights.pth"], "--inception-weights"),
     "--prompt": (["a dark ankle boot"], "--prompt"),          # none of the test checkpoints is text-conditioned
     "--prompt-file": (["/nonexistent/prompts.txt"], "--prompt-file"),
+    "--layout": (["sneaker 2,2,26,26"], "--layout"),          # nor layout-conditioned
     "--url": (["ftp://example"], "--url"),
     "--hint": (["no_such_exercise"], "no_such_exercise"),
     "lesson": (["42"], "lesson"),

@@ -13,7 +13,7 @@ LAYERS = [
     ("foundations", ["_checks", "backend", "_progress"]),
     ("schedules and data", ["schedules", "diffusion", "nn.mlp", "nn.optim", "data.toy2d", "data.grid2d", "data.images",
                             "data.captions", "data.tokenizer",
-                            "data.fetch", "metrics", "plot", "checkpoint"]),
+                            "data.fetch", "data.layout", "metrics", "plot", "checkpoint"]),
     ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance", "autoencoding",
                     "contrastive", "augment", "discrete"]),
     ("method layer", ["methods"]),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.layout import empty_layout
 from .unet import UNet, UNetConfig
 
 
@@ -79,3 +80,48 @@ class ClassTokenEncoder(nn.Module):
                              f"({self.num_classes}: no class), got {y.dtype} {tuple(y.shape)}")
         tokens = self.emb(y.long())[:, None, :]                            # (B, 1, width)
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+
+class LayoutEncoder(nn.Module):
+    """tau for layouts (LDM section 4.3.1): a layout (B, O, 5) int64 of rows (class, x0, y0, x1, y1)
+    in canvas pixels (class -1: padding) -> one token per object, the sum of its class's embedding
+    and the embeddings of its four corner coordinates quantised on the grid
+    (``minidiff.data.layout.quantise_layout``: round(v * grid / canvas) in [0, grid]), after one
+    learnt start token that is always there, so that the empty layout (the null condition of
+    classifier-free guidance) still has a key.  -> (tokens (B, 1 + O, width), mask (B, 1 + O) bool:
+    the start token and the real objects)."""
+
+    def __init__(self, num_classes: int, grid: int, width: int, max_objects: int, canvas: int = 56):
+        super().__init__()
+        self.num_classes, self.grid, self.width = num_classes, grid, width
+        self.max_objects, self.canvas = max_objects, canvas
+        self.class_emb = nn.Embedding(num_classes, width)
+        self.coord_emb = nn.ModuleList(nn.Embedding(grid + 1, width) for _ in range(4))   # x0, y0, x1, y1
+        self.start = nn.Parameter(torch.randn(width) * 0.02)
+
+    @property
+    def null(self) -> torch.Tensor:
+        """The empty layout (max_objects, 5): every row padding."""
+        return torch.from_numpy(empty_layout(self.max_objects))
+
+    def cells(self, y) -> torch.Tensor:
+        """The quantised corners (B, O, 4) int64 of layouts (B, O, 5) (padding rows: 0)."""
+        c = torch.round(y[..., 1:].double() * (self.grid / self.canvas)).clamp(0, self.grid).long()
+        return torch.where(y[..., :1] < 0, 0, c)
+
+    def forward(self, y):
+        y = torch.as_tensor(y)
+        if y.ndim != 3 or y.shape[-1] != 5 or y.shape[1] > self.max_objects or y.is_floating_point():
+            raise ValueError(f"layout must be integer rows (class, x0, y0, x1, y1) of shape (B, O, 5) with "
+                             f"O <= {self.max_objects}, got {y.dtype} {tuple(y.shape)}")
+        cls = y[..., 0].long()
+        if y.numel() and (int(cls.min()) < -1 or int(cls.max()) >= self.num_classes):
+            raise ValueError(f"layout classes must lie in [-1, {self.num_classes}) (-1: padding), got "
+                             f"[{int(cls.min())}, {int(cls.max())}]")
+        real = cls >= 0                                                     # (B, O)
+        cells = self.cells(y)                                               # (B, O, 4)
+        tok = self.class_emb(cls.clamp(min=0)) + sum(e(cells[..., i]) for i, e in enumerate(self.coord_emb))
+        tok = torch.where(real[..., None], tok, torch.zeros((), dtype=tok.dtype, device=tok.device))
+        start = self.start.expand(y.shape[0], 1, -1)                        # (B, 1, width)
+        mask = torch.cat([torch.ones_like(real[:, :1]), real], dim=1)       # (B, 1 + O)
+        return torch.cat([start, tok], dim=1), mask

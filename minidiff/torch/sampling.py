@@ -28,9 +28,37 @@ def _class_labels(cfg, n: int, class_labels):
     return labels
 
 
-def _condition(cfg, n: int, class_labels, tokens):
+def _layout_condition(cfg, n: int, layout):
+    """A layout-conditioned model's condition: layouts (n, O, 5) or one (O, 5) for every image,
+    checked (``check_layout``) and padded to max_objects rows; the null is the empty layout."""
+    from ..data.images import NUM_CLASSES
+    from ..data.layout import check_layout, empty_layout
+
+    lay = cfg.layout
+    if layout is None:
+        raise ValueError('this model is layout-conditioned: pass layout (n, O, 5) or (O, 5) = rows (class, x0, y0, '
+                         'x1, y1) in canvas pixels (an empty layout samples the unconditional model)')
+    a = check_layout(layout.cpu().numpy() if torch.is_tensor(layout) else layout, lay.canvas,
+                     NUM_CLASSES["fashion-mnist"], lay.max_objects)
+    a = torch.from_numpy(a)
+    if a.ndim == 2:
+        a = a.expand(n, -1, -1)                                        # one layout for every image
+    if a.shape[0] != n:
+        raise ValueError(f"layout must hold one layout per image ({n}) or one for all, got {a.shape[0]}")
+    null = torch.from_numpy(empty_layout(lay.max_objects))
+    a = torch.cat([a, null.expand(n, -1, -1)[:, a.shape[1]:]], dim=1)  # (n, max_objects, 5)
+    return {"layout": a}, "layout", null
+
+
+def _condition(cfg, n: int, class_labels, tokens, layout=None):
     """The per-image condition of a model: ({keyword: (n, ...) tensor} or {}, and for guidance the
-    keyword and its null: the null class, or the empty caption's ids)."""
+    keyword and its null: the null class, the empty caption's ids, or the empty layout)."""
+    if getattr(cfg, "condition", "") == "layout":
+        if class_labels is not None or tokens is not None:
+            raise ValueError("class_labels and tokens were given but this model is layout-conditioned: pass layout")
+        return _layout_condition(cfg, n, layout)
+    if layout is not None:
+        raise ValueError("layout was given but this model is not layout-conditioned")
     if getattr(cfg, "condition", "") != "text":
         if tokens is not None:
             raise ValueError("tokens (a caption's ids) were given but this model is not text-conditioned")
@@ -58,7 +86,8 @@ def _condition(cfg, n: int, class_labels, tokens):
 @torch.no_grad()
 def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, batch_size: int = 256,
                   eta: float = 0.0, device=None, progress: bool = False, class_labels=None,
-                  guidance: float | None = None, autoencoder=None, tokens=None, **sampler_kwargs) -> torch.Tensor:
+                  guidance: float | None = None, autoencoder=None, tokens=None, layout=None,
+                  **sampler_kwargs) -> torch.Tensor:
     """``n`` images from the trained U-Net ``net`` with one of the core's samplers, in the model
     range [-1, 1]: (n, C, H, W) float32 on the CPU.  ``config``: the run's ``ImageConfig`` (as
     ``model_from_checkpoint`` returns it).  A class-conditional model draws class
@@ -66,7 +95,9 @@ def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, 
     num_classes gives the unconditional model), with classifier-free guidance of strength
     ``guidance`` (Ho & Salimans' w; None: no guidance).  A text-conditioned model draws image i
     for the caption ``tokens[i]`` ((n, L) token ids, or one (L,) row for all), guided against
-    the empty caption.  A latent model (``config.autoencoder``
+    the empty caption.  A layout-conditioned model draws image i for ``layout[i]`` ((n, O, 5) rows
+    (class, x0, y0, x1, y1) in canvas pixels, or one (O, 5) for all), guided against the empty
+    layout.  A latent model (``config.autoencoder``
     set) samples z and returns the decoded D(z / scale_factor): pass its ``autoencoder`` (the
     module; ``minidiff.torch.latent.first_stage_for(config)`` loads the recorded one)."""
     if not isinstance(config, MethodConfig) or not hasattr(config, "unet"):
@@ -77,10 +108,11 @@ def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, 
     sampler, steps = resolve_sampler(config, sampler, steps)
     device = torch.device(device) if device is not None else next(net.parameters()).device
     model = raw_to_model(net, config)
-    cond, key, null = _condition(config, n, class_labels, tokens)
+    cond, key, null = _condition(config, n, class_labels, tokens, layout)
     if guidance is not None:
         if key is None:
-            raise ValueError("guidance needs a conditional model (train with --class-conditional or --condition text)")
+            raise ValueError("guidance needs a conditional model (train with --class-conditional or --condition "
+                             "text / layout)")
         model = classifier_free_guidance(model, guidance, key=key, null=null.to(device) if torch.is_tensor(null) else null)
     latent = bool(getattr(config, "autoencoder", ""))
     if latent:

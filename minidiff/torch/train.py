@@ -31,12 +31,13 @@ from ..checkpoint import json_norm, load_modules
 from ..data.images import DATASET_SHAPES, NUM_CLASSES
 from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, random_flip, to_model_range
+from ..data.layout import LayoutConfig, canvas_dataset, empty_layout
 from ..guidance import drop_labels
 from ..methods import MethodConfig, Objective, config_from_dict, raw_to_model
 from .latent import (LATENT_STREAM, encoded_dataset, latent_of, latent_scale_factor, load_first_stage,
                      warn_if_collapsed)
 from .loop import LoopConfig, Task, batch_indices, ema_into, frozen, load_run, pick_device, step_seed, train_loop
-from .conditioning import ConditionedUNet
+from .conditioning import ConditionedUNet, LayoutEncoder
 from .sampling import save_grid
 from .text import TextConfig, TextEncoder
 from .train_autoencoder import AutoencoderTrainConfig
@@ -61,8 +62,10 @@ PRESETS = {
                 attention_levels=(-2, -1), text=dict(width=128, layers=4, heads=4)),
 }
 TOKENIZER_FILE = "tokenizer.json"   # beside a text-conditioned run's checkpoint
-CONDITIONS = ("", "text")   # through cross-attention: '' none (or class_conditional's embedding), 'text' captions
+CONDITIONS = ("", "text", "layout")   # through cross-attention: '' none (or class_conditional's embedding),
+                                      # 'text' captions, 'layout' boxes of garments on canvases
 TEXT_KEY = "tokens"         # the keyword a text-conditioned model takes its caption token ids (B, L) by
+LAYOUT_KEY = "layout"       # the keyword a layout-conditioned model takes its layouts (B, O, 5) by
 
 
 @dataclasses.dataclass
@@ -87,14 +90,18 @@ class ImageConfig(MethodConfig, LoopConfig):
     autoencoder_sha256: str = ""       # its checkpoint's sha256, recorded when training starts
     scale_factor: float = 0.0          # s: 1 / std of the training latents (0: measure it when training starts)
     # text-to-image (Rombach et al. 2022, section 3.3): captions -> tokens -> tau (TextEncoder) -> cross-attention
-    condition: str = ""                # '' or 'text' (captions of minidiff.data.captions; p_uncond drops them to "")
+    condition: str = ""                # '', 'text' (captions of minidiff.data.captions; p_uncond drops them to "")
+                                       # or 'layout' (canvases of minidiff.data.layout; dropped to the empty layout)
     tokenizer_sha256: str = ""         # the run's tokenizer.json, recorded when training starts
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    # layout-to-image (LDM section 4.3.1): Fashion-MNIST canvases (minidiff.data.layout), their layouts -> tau
+    layout: LayoutConfig = dataclasses.field(default_factory=LayoutConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
 
     def __post_init__(self):
         self.unet = config_from_dict(UNetConfig, self.unet, "unet", allow_missing=True)
         self.text = config_from_dict(TextConfig, self.text, "text", allow_missing=True)
+        self.layout = config_from_dict(LayoutConfig, self.layout, "layout", allow_missing=True)
 
     def validate(self):
         MethodConfig.validate(self)
@@ -125,6 +132,8 @@ class ImageConfig(MethodConfig, LoopConfig):
                                  f"got {self.unet.context_dim} (from_preset sets it)")
             if self.flip:
                 raise ValueError("condition 'text' refuses flip: a flipped shoe would contradict its caption's 'facing'")
+        elif self.condition == "layout":
+            self._validate_layout()
         elif self.unet.context_dim is not None or self.tokenizer_sha256:
             raise ValueError("unet.context_dim and tokenizer_sha256 belong to a text-conditioned model: "
                              "set condition='text'")
@@ -143,6 +152,21 @@ class ImageConfig(MethodConfig, LoopConfig):
                              f"from_preset sets it), got {self.unet.augment_dim}")
         return self
 
+    def _validate_layout(self):
+        """condition 'layout': pixels of the layout's canvases, built from Fashion-MNIST garments."""
+        u, lay = self.unet, self.layout
+        if self.dataset != "fashion-mnist":
+            raise ValueError(f"condition 'layout' builds its canvases from fashion-mnist garments, got {self.dataset!r}")
+        if self.class_conditional or self.autoencoder or self.flip or self.tokenizer_sha256:
+            raise ValueError("condition 'layout' excludes class_conditional (the layout names the classes), "
+                             "autoencoder (a pixel model), flip (it would mirror the boxes) and tokenizer_sha256")
+        if (u.in_channels, u.image_size) != (1, lay.canvas):
+            raise ValueError(f"condition 'layout' needs unet in_channels=1 and image_size=layout.canvas ({lay.canvas}), "
+                             f"got {u.in_channels} and {u.image_size} (from_preset sets them)")
+        if u.context_dim != lay.width:
+            raise ValueError(f"condition 'layout' needs unet.context_dim = layout.width ({lay.width}), "
+                             f"got {u.context_dim} (from_preset sets it)")
+
     @classmethod
     def from_dict(cls, d: dict, what: str = "config"):
         """A checkpoint's config, strictly: an unknown or missing field (the U-Net's too) is named."""
@@ -150,6 +174,8 @@ class ImageConfig(MethodConfig, LoopConfig):
             d = {**d, "unet": config_from_dict(UNetConfig, d["unet"], f"{what}['unet']")}
         if isinstance(d, dict) and isinstance(d.get("text"), dict):
             d = {**d, "text": config_from_dict(TextConfig, d["text"], f"{what}['text']")}
+        if isinstance(d, dict) and isinstance(d.get("layout"), dict):
+            d = {**d, "layout": config_from_dict(LayoutConfig, d["layout"], f"{what}['layout']")}
         return config_from_dict(cls, d, what)
 
     @classmethod
@@ -158,11 +184,14 @@ class ImageConfig(MethodConfig, LoopConfig):
         (``unet`` fields by a dict)."""
         _checks.choice("preset", name, tuple(PRESETS))
         preset = {k: v for k, v in PRESETS[name].items() if k not in ("unet", "attention_levels", "text")}
-        fields = {**preset, **{k: v for k, v in overrides.items() if k not in ("unet", "text")}}
+        fields = {**preset, **{k: v for k, v in overrides.items() if k not in ("unet", "text", "layout")}}
         dataset = fields.get("dataset", cls.dataset)
         C, size = DATASET_SHAPES.get(dataset, (1, 28))
         if fields.get("autoencoder"):                                  # a latent model: the U-Net sized for z
             C, size, _ = first_stage_shape(fields["autoencoder"])
+        if fields.get("condition") == "layout":                        # canvases; tau as wide as the text's
+            fields["layout"] = {"width": PRESETS[name]["text"]["width"], **dict(overrides.get("layout", {}))}
+            C, size = 1, LayoutConfig(**fields["layout"]).canvas
         unet = dict(overrides.get("unet", {}))
         C, size = unet.pop("in_channels", C), unet.pop("image_size", size)
         if fields.get("class_conditional") and "num_classes" not in unet:
@@ -174,6 +203,9 @@ class ImageConfig(MethodConfig, LoopConfig):
             fields["text"] = {**PRESETS[name]["text"], **dict(overrides.get("text", {}))}
             unet.setdefault("context_dim", fields["text"]["width"])
             levels = PRESETS[name]["attention_levels"] or (-1,)        # cross-attention needs attention somewhere
+        if fields.get("condition") == "layout":
+            unet.setdefault("context_dim", fields["layout"]["width"])
+            levels = PRESETS[name]["attention_levels"] or (-1,)
         fields["unet"] = preset_unet(name, C, size, levels=levels, **unet)
         return cls(**fields)
 
@@ -218,11 +250,24 @@ def build_network(cfg: ImageConfig):
     U-Net with cross-attention on tau(tokens), trained jointly as one module (LDM eq. 3)."""
     if cfg.condition == "text":
         return ConditionedUNet(cfg.unet, TextEncoder(cfg.text), TEXT_KEY)
+    if cfg.condition == "layout":
+        return ConditionedUNet(cfg.unet, layout_encoder(cfg), LAYOUT_KEY)
     return UNet(cfg.unet)
 
 
+def layout_encoder(cfg: ImageConfig) -> LayoutEncoder:
+    """tau of a layout-conditioned run: tokens of the Fashion-MNIST classes and the layout's grid."""
+    lay = cfg.layout
+    return LayoutEncoder(NUM_CLASSES["fashion-mnist"], lay.grid, lay.width, lay.max_objects, lay.canvas)
+
+
 def load_training_images(cfg: ImageConfig, device):
-    """(images (N, C, H, W) uint8, labels (N,) int64), both on ``device``, checked against the U-Net."""
+    """(images (N, C, H, W) uint8, labels (N,) int64), both on ``device``, checked against the U-Net.
+    Condition 'layout': (canvases (N, 1, canvas, canvas), layouts (N, max_objects, 5) int64)."""
+    if cfg.condition == "layout":
+        canvases, layouts = canvas_dataset("train", n=cfg.limit or None, config=cfg.layout,
+                                           root=cfg.data_root or None)
+        return torch.from_numpy(canvases).to(device), torch.from_numpy(layouts).to(device)
     images, labels = load_images(cfg.dataset, "train", root=cfg.data_root or None, limit=cfg.limit or None,
                             image_size=cfg.unet.image_size if cfg.dataset == "folder" else None,
                             channels=cfg.unet.in_channels)
@@ -309,6 +354,10 @@ class DiffusionTask(Task):
         if cfg.condition == "text":                                    # the same, the null being the empty caption
             c = drop_labels(self.tokens[idx], cfg.p_uncond, self.null_tokens, np.random.default_rng([cfg.seed, 5, k]))
             model_kwargs = {TEXT_KEY: c[mine]}
+        if cfg.condition == "layout":                                  # the null being the empty layout
+            null = torch.from_numpy(empty_layout(cfg.layout.max_objects)).to(device)
+            c = drop_labels(self.labels[idx], cfg.p_uncond, null, np.random.default_rng([cfg.seed, 5, k]))
+            model_kwargs = {LAYOUT_KEY: c[mine]}
         noise_rng = generator(step_seed(cfg.seed, k, 1), backend="torch", device=device)
         if cfg.flip:
             x0 = random_flip(x0, noise_rng)
@@ -335,6 +384,8 @@ class DiffusionTask(Task):
     def sample(self, ema, path):
         ae = self.first_stage[0].to(self.device) if self.first_stage is not None else None
         text = {"tokens": self.tokens[:self.cfg.n_grid]} if self.tokens is not None else {}   # training captions
+        if self.cfg.condition == "layout":                              # the training canvases' layouts
+            text = {"layout": self.labels[torch.arange(self.cfg.n_grid, device=self.device) % len(self.labels)]}
         save_grid(ema, self.cfg, path, self.cfg.n_grid, device=self.device, autoencoder=ae, **text)
 
 
