@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # A CPU build of torch is enough for everything here; override on a GPU box, e.g.
 #   make test TORCH_SPEC="torch>=2.1"
 TORCH_SPEC ?= torch==2.13.0
+# pytest workers (pytest-xdist): one per core, at most this many; each runs its tensors on one thread
+TEST_JOBS ?= 4
 
 .PHONY: setup setup-core demo data test test-fast stubs check-stubs clean
 
@@ -35,7 +37,7 @@ data: $(VENV)/.core
 ## the proof that each fails on its blank stub), every notebook executed in fast mode
 test: $(VENV)/.dev data
 	$(BIN)/python -m minidiff.exercises --check
-	MINIDIFF_FAST=1 $(BIN)/python -m pytest -q --durations=15
+	MINIDIFF_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --maxprocesses $(TEST_JOBS) --dist worksteal --durations=15
 
 stubs: $(VENV)/.core
 	$(BIN)/python -m minidiff.exercises --write
