@@ -46,10 +46,10 @@ def main(res, run, budget, mode, ws, w_held) -> int:
           f"{h['n']} prompts at w = {w_held}: class accuracy {pct(h['class_accuracy'])} %, attribute accuracy "
           f"{pct(h['attribute_accuracy'])} % (brightness {pct(h['brightness_accuracy'])}, size "
           f"{pct(h['size_accuracy'])}, pattern {pct(h['pattern_accuracy'])})."]
-    if clip and "clip_style_ceiling" in first["prompts"]:
+    if clip and "clip_style_score_ceiling" in first["prompts"]:
         p = first["prompts"]
         L += ["", f"CLIP-style score (minidiff caption model) of real test images with their own captions (ceiling): "
-              f"{p['clip_style_ceiling']:.2f}; with shuffled captions (floor): {p['clip_style_floor']:.2f}."]
+              f"{p['clip_style_score_ceiling']:.2f}; with shuffled captions (floor): {p['clip_style_score_floor']:.2f}."]
     (res / "summary.md").write_text("\n".join(L) + "\n")
     print("\n".join(L))
     return 0
