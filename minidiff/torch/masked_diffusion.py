@@ -77,9 +77,10 @@ PRESETS = {
 class MaskedDiffusionConfig(LoopConfig):
     """A masked-diffusion run (saved in the checkpoint).  The loss the loop sees is MDLM's bound
     (``masked_diffusion_loss``) in nats, averaged over the batch and divided by the tokens per
-    example: a per-token bound on -log p(x).  Times are drawn t = t_min + (1 - t_min) u with
-    MDLM's low-discrepancy u_i = (i + U) / B (section 3.5 of its paper's appendix: one uniform
-    shift per batch, a lower-variance estimate); t_min > 0 keeps the weight 1/t finite.
+    example: a per-token bound on -log p(x).  Times are drawn t = t_min + (1 - t_min) u with the
+    low-discrepancy u_i = (i + U) / B that MDLM takes from VDM (Kingma et al. 2021: one uniform
+    shift per batch, a lower-variance estimate); t_min > 0 keeps the weight 1/t finite (the
+    bound leaves out t < t_min).
     ``unet`` is used for 'fashion-mnist', ``text`` for 'captions'."""
     data: str = "fashion-mnist"
     data_root: str = ""
@@ -291,7 +292,7 @@ def mask_tokens(x0, t, rng, V: int):
 
 
 def draw_times(B: int, rng, t_min: float, dtype=torch.float32):
-    """MDLM's low-discrepancy times: t_i = t_min + (1 - t_min) (i + U) / B, one U ~ U[0, 1). -> (B,)."""
+    """The low-discrepancy times (VDM, Kingma et al. 2021; used by MDLM): t_i = t_min + (1 - t_min) (i + U) / B, one U ~ U[0, 1). -> (B,)."""
     u = (torch.arange(B, device=rng.device, dtype=torch.float64) + rng.rand((1,), dtype=torch.float64)) / B
     return (t_min + (1 - t_min) * u).to(dtype)
 
@@ -334,6 +335,8 @@ class MaskedDiffusionTask(Task):
         return per_example.mean() / float(np.prod(cfg.token_shape))
 
     def sample(self, ema, path: Path):
+        """``n_grid`` samples: a PNG grid at ``path`` for images, the decoded captions in
+        ``path`` with the suffix .txt for captions."""
         x = sample_tokens(ema, self.cfg, self.cfg.n_grid, seed=self.cfg.seed, device=self.device)
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.cfg.data == "fashion-mnist":
