@@ -21,7 +21,7 @@ LAYERS = [
     ("torch models and loop", ["torch._init", "torch.mlp", "torch.attention", "torch.unet", "torch.classifier", "torch.evaluate",
                                "torch.loop", "torch.sampling", "torch.toy", "torch.autoencoder", "torch.text",
                                "torch.conditioning", "torch.clip"]),
-    ("trainers", ["torch.train", "torch.train_autoencoder", "torch.latent"]),
+    ("trainers", ["torch.train", "torch.train_autoencoder", "torch.latent", "torch.masked_diffusion"]),
     ("lessons and command line", ["exercises", "check", "cli"]),
 ]
 LAYER_OF = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
