@@ -125,7 +125,7 @@ def fd(args, work: Path) -> dict:
     """Unconditional runs on the first 2,000 training images, with and without augmentation
     (p = --p-fd), at the same steps; FD of ``--n-fd`` samples against 10,000 test images."""
     report, steps = {"p": args.p_fd}, args.fd_steps or args.steps
-    for variant in ("none", "augment"):
+    for variant in args.fd_variants:
         run_args = argparse.Namespace(**{**vars(args), "steps": steps, "seconds": args.fd_seconds or args.seconds})
         k, secs = train(variant, run_args, work / f"fd-{variant}", args.p_fd, limit=2000)
         steps = steps or k                                              # the second run: the first's steps
@@ -156,6 +156,8 @@ def main():
     ap.add_argument("--no-leak", action="store_true", help="part 2 only (implies --fd)")
     ap.add_argument("--p-fd", type=float, default=0.12, help="part 2's --augment probability")
     ap.add_argument("--fd-seconds", type=float, default=0.0, help="part 2's first run's seconds (default: --seconds)")
+    ap.add_argument("--fd-variants", nargs="+", default=["none", "augment"], choices=("none", "augment"),
+                    help="part 2's runs (one each in two processes: give both the same --fd-steps)")
     ap.add_argument("--fd-steps", type=int, default=0, help="part 2's steps (default: --steps, or --seconds)")
     ap.add_argument("--n-fd", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
