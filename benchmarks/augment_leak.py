@@ -17,7 +17,7 @@ labels, zero when sampling, so the clean distribution should keep the data's rat
    2,000-image training set (``limit=2000``), with and without augmentation at equal steps
    (EDM: augmentation matters when data is scarce).
 
-    OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --steps 1000 --p 0.5 --variants augment --probe --tag cpu_p05_1000
+    OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --steps 1000 --p 0.5 --variants augment --probe --n 100 --tag cpu_p5_1000
     OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --no-leak --steps 400 --p-fd 0.12 --n-fd 500 --tag cpu_fd
     bash benchmarks/augment_fashion_mnist.sh                                     # a GPU: both parts
 """
