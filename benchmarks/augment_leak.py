@@ -7,17 +7,19 @@ learns mirrored shoes as ordinary ones and samples them, so the ratio of its sam
 towards 1.  With ``--augment`` the flips (and shifts, scalings) are told to the U-Net as augment
 labels, zero when sampling, so the clean distribution should keep the data's ratio.
 
-1. **The leak** (always run): three class-conditional EDM runs of the same length (the 'cpu'
-   preset's U-Net), none / ``flip`` / ``augment=p``, each sampled for the three footwear classes
-   with augment labels zero (the samplers pass none); ratio = mean left-half mass / mean
-   right-half mass, pixel values in [0, 1].  Target: augment within +-0.1 of the data, flip
-   towards 1.
-2. **What it buys** (``--fd``): FD on the shipped classifier's features of unconditional runs on a
+1. **The leak** (unless ``--no-leak``): class-conditional EDM runs of the same length (the 'cpu'
+   preset's U-Net), ``--variants`` of none / ``flip`` / ``augment=p`` (one run for each ``--p``),
+   each sampled for the three footwear classes with augment labels zero (the samplers pass none);
+   ratio = mean left-half mass / mean right-half mass, pixel values in [0, 1].  Target: augment
+   within +-0.1 of the data, flip towards 1.  ``--probe`` samples the augment runs once more with
+   the flip label 1: the direct test of whether the U-Net uses its labels.
+2. **What it buys** (``--fd``, ``--p-fd``): FD on the shipped classifier's features of unconditional runs on a
    2,000-image training set (``limit=2000``), with and without augmentation at equal steps
    (EDM: augmentation matters when data is scarce).
 
-    OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --seconds 270            # CPU, the recorded run
-    python benchmarks/augment_leak.py --steps 4000 --preset gpu --fd --tag gpu   # a GPU
+    OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --steps 1000 --p 0.5 --variants augment --probe --n 100 --tag cpu_p5_1000
+    OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --no-leak --steps 400 --p-fd 0.12 --n-fd 500 --tag cpu_fd
+    bash benchmarks/augment_fashion_mnist.sh                                     # a GPU: both parts
 """
 from __future__ import annotations
 
@@ -51,8 +53,8 @@ def data_ratios(split: str = "train") -> dict:
     return {FOOTWEAR[c]: left_right_ratio(images[labels == c]) for c in FOOTWEAR}
 
 
-def train(variant: str, args, out: Path, **extra) -> tuple:
-    opts = {"none": {}, "flip": {"flip": True}, "augment": {"augment": args.p}}[variant]
+def train(variant: str, args, out: Path, p: float = 0.0, **extra) -> tuple:
+    opts = {"none": {}, "flip": {"flip": True}, "augment": {"augment": p}}[variant]
     budget = {"steps": args.steps} if args.steps else {"steps": 10 ** 6, "max_seconds": args.seconds}
     cfg = ImageConfig.from_preset(args.preset, dataset="fashion-mnist", method="edm", seed=args.seed,
                                   sample_every=0, ckpt_every=0, **budget, **opts, **extra)
@@ -89,39 +91,51 @@ def footwear_ratios(ckpt: Path, n: int, device, flip_label: bool = False) -> dic
     return out
 
 
+def runs(args) -> list:
+    """(report key, variant, p) of part 1: 'augment' once for each --p."""
+    out = []
+    for variant in args.variants:
+        ps = args.p if variant == "augment" else [0.0]
+        out += [(f"augment p={p}" if variant == "augment" else variant, variant, p) for p in ps]
+    return out
+
+
 def leak(args, work: Path) -> dict:
     report = {"data (train)": data_ratios()}
     steps = None
-    for variant in args.variants:
+    for key, variant, p in runs(args):
         kw = {"steps": steps, "seconds": None} if steps else {}      # later runs: the first run's steps
         run_args = argparse.Namespace(**{**vars(args), **kw}) if kw else args
-        k, secs = train(variant, run_args, work / variant, class_conditional=True)
+        k, secs = train(variant, run_args, work / key, p, class_conditional=True)
         steps = steps or k
-        report[variant] = {"steps": k, "train_seconds": round(secs, 1),
-                           "ratios": footwear_ratios(work / variant, args.n, args.device)}
+        report[key] = {"steps": k, "train_seconds": round(secs, 1),
+                       "ratios": footwear_ratios(work / key, args.n, args.device)}
         if variant == "augment" and args.probe:
-            report[variant]["ratios_with_flip_label_1"] = footwear_ratios(work / variant, args.n, args.device, True)
-        print(variant, report[variant], flush=True)
+            report[key]["ratios_with_flip_label_1"] = footwear_ratios(work / key, args.n, args.device, True)
+        print(key, report[key], flush=True)
     data = report["data (train)"]
     report["if the flip label were ignored"] = {"flip": labels_ignored(data, 0.5),
-                                                f"augment p={args.p}": labels_ignored(data, args.p)}
-    for variant in args.variants:
-        report[variant]["minus_data"] = {k: round(v - data[k], 3) for k, v in report[variant]["ratios"].items()}
+                                                **{f"augment p={p}": labels_ignored(data, p) for p in args.p}}
+    for key, _, _ in runs(args):
+        report[key]["minus_data"] = {k: round(v - data[k], 3) for k, v in report[key]["ratios"].items()}
     return report
 
 
 def fd(args, work: Path) -> dict:
-    """Unconditional runs on the first 2,000 training images, with and without augmentation, at
-    the same steps; FD of ``--n-fd`` samples against 10,000 test images."""
-    report = {}
-    for variant in ("none", "augment"):
-        run_args = argparse.Namespace(**{**vars(args), "steps": args.fd_steps or args.steps,
-                                         "seconds": args.seconds})
-        k, secs = train(variant, run_args, work / f"fd-{variant}", limit=2000)
+    """Unconditional runs on the first 2,000 training images, with and without augmentation
+    (p = --p-fd), at the same steps; FD of ``--n-fd`` samples against 10,000 test images."""
+    report, steps = {"p": args.p_fd}, args.fd_steps or args.steps
+    for variant in args.fd_variants:
+        run_args = argparse.Namespace(**{**vars(args), "steps": steps, "seconds": args.fd_seconds or args.seconds})
+        k, secs = train(variant, run_args, work / f"fd-{variant}", args.p_fd, limit=2000)
+        steps = steps or k                                              # the second run: the first's steps
         net, cfg = model_from_checkpoint(work / f"fd-{variant}", args.device)
+        t0 = time.perf_counter()
         x = sample_images(net, cfg, args.n_fd, seed=0, device=args.device)
         report[variant] = {"steps": k, "train_seconds": round(secs, 1),
-                           **{key: v for key, v in evaluate_images(x).items() if key in ("fd", "kid_mean")}}
+                           "sample_seconds": round(time.perf_counter() - t0, 1),
+                           **{key: v for key, v in evaluate_images(x).items()
+                              if key in ("fd", "kid_mean", "n_samples", "n_reference")}}
         print(variant, report[variant], flush=True)
     return report
 
@@ -131,25 +145,34 @@ def main():
     ap.add_argument("--seconds", type=float, default=270.0, help="training time of the first run (later runs: "
                     "as many steps as it made)")
     ap.add_argument("--steps", type=int, default=0, help="steps per run instead of --seconds")
-    ap.add_argument("--p", type=float, default=0.5, help="--augment's probability (0.5: as many flips as --flip)")
+    ap.add_argument("--p", type=float, nargs="+", default=[0.5], help="--augment's probability, one augment run "
+                    "each (0.5: as many flips as --flip; EDM: 0.12)")
     ap.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "gpu"))
     ap.add_argument("--variants", nargs="+", default=["flip", "augment"], choices=("none", "flip", "augment"))
     ap.add_argument("--probe", action="store_true", help="also sample the augment model with the flip label 1 "
                     "(a model that uses the label draws mirrored shoes, ratio ~ 1 / the data's)")
     ap.add_argument("--n", type=int, default=200, help="samples per footwear class")
     ap.add_argument("--fd", action="store_true", help="also part 2: FD on 2,000 images with and without augment")
+    ap.add_argument("--no-leak", action="store_true", help="part 2 only (implies --fd)")
+    ap.add_argument("--p-fd", type=float, default=0.12, help="part 2's --augment probability")
+    ap.add_argument("--fd-seconds", type=float, default=0.0, help="part 2's first run's seconds (default: --seconds)")
+    ap.add_argument("--fd-variants", nargs="+", default=["none", "augment"], choices=("none", "augment"),
+                    help="part 2's runs (one each in two processes: give both the same --fd-steps)")
     ap.add_argument("--fd-steps", type=int, default=0, help="part 2's steps (default: --steps, or --seconds)")
     ap.add_argument("--n-fd", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
     ap.add_argument("--tag", default="cpu")
+    ap.add_argument("--results", default=str(RESULTS), help="the folder of augment_leak_<tag>.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        report = {"config": {k: v for k, v in vars(args).items()}, "torch_threads": torch.get_num_threads(),
-                  "leak": leak(args, Path(tmp))}
-        if args.fd:
+        report = {"config": {k: v for k, v in vars(args).items()}, "torch_threads": torch.get_num_threads()}
+        if not args.no_leak:
+            report["leak"] = leak(args, Path(tmp))
+        if args.fd or args.no_leak:
             report["fd_2000_images"] = fd(args, Path(tmp))
-    path = RESULTS / f"augment_leak_{args.tag}.json"
+    path = Path(args.results) / f"augment_leak_{args.tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"written {path}")
 

@@ -1,4 +1,4 @@
-"""Lesson 06: EDM: one framework, preconditioning, Karras steps, Heun and stochastic churn.
+"""Lesson 06: EDM: one framework, preconditioning, Karras steps, Heun, stochastic churn and non-leaking augmentation.
 
 Write the functions below; the notebook notebooks/06_edm.ipynb explains the maths.
 Check your work with:   minidiff check 06
@@ -85,3 +85,20 @@ def churn_gamma(sigma: float, n_steps: int, S_churn: float, S_tmin: float = 0.0,
     """EDM Algorithm 2, line 4: gamma_i = min(S_churn / N, sqrt(2) - 1) if t_i in [S_tmin, S_tmax], else 0."""
     _check_churn(sigma, n_steps, S_churn, S_tmin, S_tmax)
     raise NotImplementedError("EXERCISE churn_gamma: write this function (see its docstring)")
+
+
+def augment_labels(params: dict, image_size: int):
+    """EDM's augment labels, the conditioning the network sees: (n, AUGMENT_DIM) =
+    [flip, tx / W, ty / H, log2 s]; all zero for an unaugmented image."""
+    xp = namespace(params["flip"])
+    raise NotImplementedError("EXERCISE augment_labels: write this function (see its docstring)")
+
+
+def source_positions(params: dict, n: int):
+    """Where each output pixel reads from: the inverse of x-flip, then scaling by s about the
+    centre c = (n - 1) / 2, then the shift t:  u_x = c + f (q - c - tx) / s  (f = -1 if flipped),
+    u_y = c + (q - c - ty) / s.  Returns (u_x, u_y), each (B, n)."""
+    xp = namespace(params["flip"])
+    q = xp.arange(n, dtype=xp.dtype_of(params["flip"]), like=params["flip"])[None, :]  # (1, n)
+    c = (n - 1) / 2
+    raise NotImplementedError("EXERCISE source_positions: write this function (see its docstring)")

@@ -65,8 +65,12 @@ def augment_labels(params: dict, image_size: int):
     """EDM's augment labels, the conditioning the network sees: (n, AUGMENT_DIM) =
     [flip, tx / W, ty / H, log2 s]; all zero for an unaugmented image."""
     xp = namespace(params["flip"])
+    # BEGIN SOLUTION
+    # hint: stack the four (n,) parameters as columns, in the order [flip, tx / W, ty / H, log2 s]:
+    # hint: the shifts as fractions of the image size, so that the labels do not depend on the resolution
     return xp.stack([params["flip"], params["tx"] / image_size, params["ty"] / image_size,
                      params["log2_scale"]], axis=1)
+    # END SOLUTION
 
 
 def interpolation_matrix(u, n: int):
@@ -86,11 +90,16 @@ def source_positions(params: dict, n: int):
     xp = namespace(params["flip"])
     q = xp.arange(n, dtype=xp.dtype_of(params["flip"]), like=params["flip"])[None, :]  # (1, n)
     c = (n - 1) / 2
+    # BEGIN SOLUTION
+    # hint: undo the transforms in reverse order: subtract the shift (q - c - t), divide by s = 2^(log2 s),
+    # hint: then mirror x about the centre with f = 1 - 2 flip (+1 or -1), and add c back
+    # hint: the parameters are (B,): use [:, None] against q (1, n); u_y is the same without the mirror
     s = xp.exp(params["log2_scale"] * math.log(2.0))[:, None]        # (B, 1); exactly 1 where unscaled
     f = (1 - 2 * params["flip"])[:, None]                            # (B, 1): +1 or -1
     u_x = c + f * ((q - c - params["tx"][:, None]) / s)
     u_y = c + (q - c - params["ty"][:, None]) / s
     return u_x, u_y
+    # END SOLUTION
 
 
 def apply_augmentations(x, params: dict, background: float = -1.0):

@@ -199,3 +199,97 @@ def test_churn_window_is_closed_at_both_ends(ex):
         assert ex.churn_gamma(sigma, 100, 5.0, S_tmin=0.05, S_tmax=50.0) == pytest.approx(0.05)
     for sigma in (0.05 * (1 - 1e-12), 50.0 * (1 + 1e-12)):
         assert ex.churn_gamma(sigma, 100, 5.0, S_tmin=0.05, S_tmax=50.0) == 0.0
+
+
+# --- Non-leaking augmentation (EDM section 5, Appendix F.2): the labels and the resampling map ---
+
+def _params(B, n, seed, backend="numpy"):
+    """Generic augmentation parameters of B images of side n, every transform on, tx != ty."""
+    r = np.random.default_rng(seed)
+    m = n // 8
+    p = {"flip": r.integers(0, 2, B).astype(np.float64), "tx": r.integers(-m, m + 1, B).astype(np.float64),
+         "ty": r.integers(-m, m + 1, B).astype(np.float64), "log2_scale": 0.3 * r.standard_normal(B)}
+    p["ty"] = np.where(p["ty"] == p["tx"], p["tx"] + 1, p["ty"])          # a swapped tx / ty shows
+    return {k: torch.from_numpy(v) for k, v in p.items()} if backend == "torch" else p
+
+
+def _host(a):
+    return a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+@exercise("augment_labels")
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_augment_labels_are_the_parameters_with_shifts_as_fractions(ex, backend):
+    n, B = 20, 9
+    p = _params(B, n, 8, backend)
+    labels = ex.augment_labels(p, n)
+    assert type(labels) is type(p["flip"]) and tuple(labels.shape) == (B, 4)
+    h = {k: _host(v) for k, v in p.items()}
+    expected = np.stack([h["flip"], h["tx"] / n, h["ty"] / n, h["log2_scale"]], axis=1)
+    np.testing.assert_allclose(_host(labels), expected, rtol=1e-15, atol=0)
+
+
+@exercise("augment_labels")
+def test_augment_labels_are_zero_exactly_for_unaugmented_images(ex):
+    from minidiff.augment import draw_augmentations
+    from minidiff.backend import generator
+    p = draw_augmentations(300, 0.3, generator(9, backend="numpy"), 16)
+    labels = ex.augment_labels(p, 16)
+    untouched = (p["flip"] == 0) & (p["tx"] == 0) & (p["ty"] == 0) & (p["log2_scale"] == 0)
+    assert untouched.any() and (~untouched).any()
+    np.testing.assert_array_equal(np.all(labels == 0, axis=1), untouched)
+
+
+def _zero(B):
+    return {k: np.zeros(B) for k in ("flip", "tx", "ty", "log2_scale")}
+
+
+@exercise("source_positions")
+@pytest.mark.parametrize("n", [7, 10])
+def test_source_positions_of_single_transforms(ex, n):
+    q, c = np.arange(n, dtype=np.float64), (n - 1) / 2
+    cases = [({}, q, q),                                          # nothing: every pixel reads itself
+             ({"flip": np.ones(1)}, n - 1 - q, q),                # x-flip mirrors the columns only
+             ({"tx": np.full(1, 2.0)}, q - 2, q),                 # +tx moves the content right: q reads q - tx
+             ({"ty": np.full(1, -1.0)}, q, q + 1),                # -ty moves it up
+             ({"log2_scale": np.ones(1)}, c + (q - c) / 2, c + (q - c) / 2)]   # s = 2 about the centre
+    for change, ux, uy in cases:
+        u_x, u_y = ex.source_positions({**_zero(1), **change}, n)
+        assert u_x.shape == (1, n) and u_y.shape == (1, n), change
+        np.testing.assert_allclose(u_x[0], ux, rtol=0, atol=1e-12, err_msg=str(change))
+        np.testing.assert_allclose(u_y[0], uy, rtol=0, atol=1e-12, err_msg=str(change))
+
+
+@exercise("source_positions")
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_source_positions_invert_the_forward_map(ex, backend):
+    """The forward map of a pixel at source position u is q = c + t + s f (u - c) (flip, then scale,
+    then shift); applied to the source positions of all transforms at once it gives back q."""
+    n, B = 12, 16
+    p = _params(B, n, 10, backend)
+    u_x, u_y = ex.source_positions(p, n)
+    assert type(u_x) is type(p["flip"]) and tuple(u_x.shape) == tuple(u_y.shape) == (B, n)
+    h = {k: _host(v)[:, None] for k, v in p.items()}
+    c, s, f = (n - 1) / 2, 2.0 ** h["log2_scale"], 1 - 2 * h["flip"]
+    q = np.broadcast_to(np.arange(n, dtype=np.float64), (B, n))
+    np.testing.assert_allclose(c + h["tx"] + s * f * (_host(u_x) - c), q, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c + h["ty"] + s * (_host(u_y) - c), q, rtol=0, atol=1e-12)
+
+
+@exercise("source_positions")
+def test_source_positions_move_a_pixel_where_the_labels_say(ex):
+    """Resampled with bilinear weights (x' = R_y x R_x^T), a flipped and shifted image carries its
+    one white pixel at (row + ty, n - 1 - col + tx)."""
+    from minidiff.augment import interpolation_matrix
+    n, B = 11, 6
+    p = {**_zero(B), "flip": np.array([0, 1, 1, 0, 1, 0.0]), "tx": np.array([1, -2, 0, 2, 1, -1.0]),
+         "ty": np.array([0, 1, -2, -1, 2, 1.0])}
+    x = np.zeros((B, n, n))
+    x[:, 4, 3] = 1.0
+    u_x, u_y = ex.source_positions(p, n)
+    y = interpolation_matrix(u_y, n) @ x @ np.transpose(interpolation_matrix(u_x, n), (0, 2, 1))
+    for b in range(B):
+        col = (n - 1 - 3 if p["flip"][b] else 3) + int(p["tx"][b])
+        expected = np.zeros((n, n))
+        expected[4 + int(p["ty"][b]), col] = 1.0
+        np.testing.assert_allclose(y[b], expected, rtol=0, atol=1e-12)
