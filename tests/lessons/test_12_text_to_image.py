@@ -5,45 +5,22 @@ float64, on embeddings far from unit length and of unequal sizes (B != D, N != M
 references are torch's own F.normalize, F.cross_entropy (with probability targets for duplicate
 captions) and F.cosine_similarity, or closed forms."""
 import math
-import warnings
 
-import autograd
-import autograd.numpy as anp
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from two_backends import BACKENDS, grads, host, on, rng
+
 LESSON = "12"
 exercise = pytest.mark.exercise
-BACKENDS = ("numpy", "torch")
 EPS64 = float(np.finfo(np.float64).eps)
 LOG_100 = math.log(100.0)
 
 
-def rng(seed):
-    return np.random.default_rng(seed)
 
 
-def on(backend, a):
-    """A NumPy array as the backend's array (torch: the same float64 / int64 values as a tensor)."""
-    return torch.from_numpy(np.ascontiguousarray(a)) if backend == "torch" else a
-
-
-def host(a):
-    return a.detach().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-
-
-def grads(backend, f, args, wrt):
-    """The gradients of sum(f(*args)) with respect to args[i] for i in wrt, as NumPy arrays:
-    by autograd or by torch's backward."""
-    if backend == "numpy":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return [np.asarray(autograd.grad(lambda *a: anp.sum(f(*a)), i)(*args)) for i in wrt]
-    ts = [torch.tensor(a, dtype=torch.float64, requires_grad=i in wrt) for i, a in enumerate(args)]
-    gs = torch.autograd.grad(f(*ts).sum(), [ts[i] for i in wrt], allow_unused=True)
-    return [np.zeros_like(np.asarray(args[i], dtype=np.float64)) if g is None else g.numpy() for i, g in zip(wrt, gs)]
 
 
 def embeddings(seed, B=6, D=4):
