@@ -115,38 +115,45 @@ class FashionMNISTClassifier(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Loading the shipped weights (safetensors: no pickle is ever read).
 
-def _weight_paths(path=None):
+def weight_paths(path, name: str):
+    """(``name``.safetensors, its .json) in ``path`` (a folder or the .safetensors file itself;
+    None: the shipped weights folder)."""
     path = Path(path) if path is not None else WEIGHTS_DIR
     if path.is_dir():
-        path = path / f"{WEIGHTS_NAME}.safetensors"
+        path = path / f"{name}.safetensors"
     return path, path.with_suffix(".json")
 
 
-def load_classifier(path=None, device="cpu") -> FashionMNISTClassifier:
-    """The classifier from ``path`` (a ``.safetensors`` file with its ``.json`` beside it, or the
-    folder holding both; default: the weights shipped in minidiff/torch/weights), in eval mode,
-    float32.  Raises FileNotFoundError when a file is missing and ValueError when the weights do
-    not fit the architecture the JSON describes."""
+def _weight_paths(path=None):
+    return weight_paths(path, WEIGHTS_NAME)
+
+
+def load_shipped(path, name: str, model_cls, config_cls, what: str, module: str, require_sha256: bool = False):
+    """(model, record): a model shipped as float16 safetensors with its JSON record (see
+    ``save_shipped``), in eval mode, float32.  A missing file is a FileNotFoundError saying how
+    to train one (`python -m module --train`); a record of another architecture, a config that
+    does not describe ``config_cls``, weights whose sha256 differs from the record's (or, with
+    ``require_sha256``, a record without one) or whose shapes do not fit are ValueErrors."""
     from safetensors.torch import load_file
 
-    weights, record_path = _weight_paths(path)
+    weights, record_path = weight_paths(path, name)
     for p in (weights, record_path):
         if not p.is_file():
-            raise FileNotFoundError(f"classifier file {p} not found; train one with "
-                                    f"`python -m minidiff.torch.classifier --train --out {p.parent}`")
+            raise FileNotFoundError(f"{what} file {p} not found; train one with "
+                                    f"`python -m {module} --train --out {p.parent}`")
     record = json.loads(record_path.read_text())
-    if record.get("architecture") != FashionMNISTClassifier.__name__ or "config" not in record:
-        raise ValueError(f"{record_path}: expected architecture {FashionMNISTClassifier.__name__!r} with a "
+    if record.get("architecture") != model_cls.__name__ or "config" not in record:
+        raise ValueError(f"{record_path}: expected architecture {model_cls.__name__!r} with a "
                          f"'config', got architecture {record.get('architecture')!r}")
     try:
-        config = ClassifierConfig(**record["config"])
+        config = config_cls(**record["config"])
     except TypeError as e:
-        raise ValueError(f"{record_path}: config {record['config']} does not describe a ClassifierConfig ({e})") from e
+        raise ValueError(f"{record_path}: config {record['config']} does not describe a {config_cls.__name__} ({e})") from e
     digest = record.get("sha256")
-    if digest is not None and hashlib.sha256(weights.read_bytes()).hexdigest() != digest:
+    if (digest is not None or require_sha256) and hashlib.sha256(weights.read_bytes()).hexdigest() != digest:
         raise ValueError(f"{weights} is not the file {record_path.name} describes (sha256 differs): "
                          "the two must be written together, by `--train`")
-    net = FashionMNISTClassifier(config)
+    net = model_cls(config)
     state = load_file(str(weights))
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
@@ -158,7 +165,17 @@ def load_classifier(path=None, device="cpu") -> FashionMNISTClassifier:
         raise ValueError(f"{weights} does not match the architecture in {record_path.name} "
                          f"(config {config.to_dict()}): missing {missing}, unexpected {extra}, wrong shapes {wrong}")
     net.load_state_dict({k: v.float() for k, v in state.items()})
-    return net.to(device).eval()
+    return net.eval(), record
+
+
+def load_classifier(path=None, device="cpu") -> FashionMNISTClassifier:
+    """The classifier from ``path`` (a ``.safetensors`` file with its ``.json`` beside it, or the
+    folder holding both; default: the weights shipped in minidiff/torch/weights), in eval mode,
+    float32.  Raises FileNotFoundError when a file is missing and ValueError when the weights do
+    not fit the architecture the JSON describes."""
+    net, _ = load_shipped(path, WEIGHTS_NAME, FashionMNISTClassifier, ClassifierConfig, "classifier",
+                          "minidiff.torch.classifier")
+    return net.to(device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,14 +244,14 @@ def _atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def save_classifier(net, out, record: dict) -> Path:
-    """Write ``out``/fashion_mnist_classifier.safetensors (float16) and its .json (``record`` plus the
-    architecture, config and the file's sha256), each atomically."""
+def save_shipped(net, out, name: str, record: dict) -> Path:
+    """Write ``out``/``name``.safetensors (float16) and its .json (the architecture, the config,
+    ``record``, and the file's size and sha256), each atomically; returns the weights' path."""
     from safetensors.torch import save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    weights, record_path = _weight_paths(out)
+    weights, record_path = weight_paths(out, name)
     state = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in net.state_dict().items()}
     _atomic_write(weights, lambda tmp: save_file(state, tmp))
     record = {"architecture": type(net).__name__, "config": net.config.to_dict(), **record,
@@ -242,6 +259,11 @@ def save_classifier(net, out, record: dict) -> Path:
               "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
     _atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
     return weights
+
+
+def save_classifier(net, out, record: dict) -> Path:
+    """Write ``out``/fashion_mnist_classifier.safetensors (float16) and its .json, each atomically."""
+    return save_shipped(net, out, WEIGHTS_NAME, record)
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import hashlib
 import json
 import re
 import shlex
@@ -45,7 +44,7 @@ from .. import contrastive
 from ..data.captions import ATTRIBUTE_WORDS, CLASS_WORDS, attributes, captions, parse_caption
 from ..data.images import to_model_range
 from ..data.tokenizer import caption_tokenizer, encode, tokenizer_sha256
-from .classifier import _atomic_write
+from .classifier import _atomic_write, load_shipped, save_shipped, weight_paths
 from .loop import LoopConfig, Task, batch_indices, step_seed, train_loop
 from .text import TextConfig, TextEncoder
 
@@ -240,64 +239,25 @@ def train(cfg: CLIPTrainConfig, run_dir, root=None, progress: bool = True, log=p
 # Saving and loading the shipped weights (safetensors, float16 on disk; no pickle is ever read).
 
 def _weight_paths(path=None):
-    path = Path(path) if path is not None else WEIGHTS_DIR
-    if path.is_dir():
-        path = path / f"{WEIGHTS_NAME}.safetensors"
-    return path, path.with_suffix(".json")
+    return weight_paths(path, WEIGHTS_NAME)
 
 
 def save_caption_model(model: CaptionCLIP, out, record: dict) -> Path:
     """Write ``out``/caption_clip.safetensors (float16) and its .json (``record`` plus the
     architecture, config, tokenizer digest and the file's sha256), each atomically."""
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    weights, record_path = _weight_paths(out)
-    state = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(weights, lambda tmp: save_file(state, tmp))
-    record = {"architecture": type(model).__name__, "config": model.config.to_dict(),
-              "tokenizer_sha256": tokenizer_sha256(_tokenizer()), **record, "storage_dtype": "float16",
-              "bytes": weights.stat().st_size, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
-    _atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
-    return weights
+    return save_shipped(model, out, WEIGHTS_NAME, {"tokenizer_sha256": tokenizer_sha256(_tokenizer()), **record})
 
 
 def load_caption_model(path=None, device="cpu") -> CaptionCLIP:
     """The caption model from ``path`` (a ``.safetensors`` file with its ``.json`` beside it, or
     their folder; default: the shipped weights), eval mode, float32.  A missing file is a
     FileNotFoundError; weights whose sha256, tokenizer or shapes differ from the JSON a ValueError."""
-    from safetensors.torch import load_file
-
-    weights, record_path = _weight_paths(path)
-    for p in (weights, record_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"caption model file {p} not found; train one with "
-                                    f"`python -m minidiff.torch.clip --train --out {p.parent}`")
-    record = json.loads(record_path.read_text())
-    if record.get("architecture") != CaptionCLIP.__name__ or "config" not in record:
-        raise ValueError(f"{record_path}: expected architecture {CaptionCLIP.__name__!r} with a 'config', "
-                         f"got {record.get('architecture')!r}")
-    if hashlib.sha256(weights.read_bytes()).hexdigest() != record.get("sha256"):
-        raise ValueError(f"{weights} is not the file {record_path.name} describes (sha256 differs): "
-                         "the two are written together, by `--train`")
+    model, record = load_shipped(path, WEIGHTS_NAME, CaptionCLIP, CLIPConfig, "caption model", "minidiff.torch.clip",
+                                 require_sha256=True)
     if record.get("tokenizer_sha256") != tokenizer_sha256(_tokenizer()):
-        raise ValueError(f"{record_path}: the model was trained with another tokenizer than "
+        raise ValueError(f"{_weight_paths(path)[1]}: the model was trained with another tokenizer than "
                          "minidiff.data.tokenizer.caption_tokenizer() (tokenizer_sha256 differs)")
-    try:
-        config = CLIPConfig(**record["config"])
-    except TypeError as e:
-        raise ValueError(f"{record_path}: config {record['config']} does not describe a CLIPConfig ({e})") from None
-    model = CaptionCLIP(config)
-    state = load_file(str(weights))
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != found:
-        raise ValueError(f"{weights} does not match the architecture in {record_path.name}: missing "
-                         f"{sorted(set(expected) - set(found))}, unexpected {sorted(set(found) - set(expected))}, "
-                         f"wrong shapes {sorted(k for k in set(expected) & set(found) if expected[k] != found[k])}")
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.to(device).eval()
+    return model.to(device)
 
 
 @functools.lru_cache(maxsize=1)
