@@ -31,25 +31,42 @@ from torch.utils.flop_counter import FlopCounterMode
 from minidiff.backend import generator
 from minidiff.methods import Objective, raw_to_model, run_sampler
 from minidiff.torch.autoencoder import Autoencoder, AutoencoderConfig
-from minidiff.torch.train import ImageConfig, preset_unet
+from minidiff.torch.train import PRESETS, ImageConfig, preset_unet
 from minidiff.torch.train_autoencoder import AutoencoderTrainConfig, factor_mults
 from minidiff.torch.unet import UNet, UNetConfig
 
 FACTORS = {"pixels 1x28x28": None, "latent f=2": 2, "latent f=4": 4}
 
 
-def first_stage(preset: str, f: int) -> AutoencoderConfig:
-    """The autoencoder `minidiff train --model autoencoder --preset PRESET --factor F` builds."""
+def first_stage(preset: str, f: int, trained: dict) -> AutoencoderConfig:
+    """The autoencoder of factor f among ``trained`` (checkpoint folders' configs by factor), else
+    the one `minidiff train --model autoencoder --preset PRESET --factor F` builds."""
+    if f in trained:
+        return trained[f]
     return AutoencoderTrainConfig.from_preset(preset, autoencoder={"channel_mults": factor_mults(preset, f)}).autoencoder
 
 
-def rows(preset: str) -> list:
-    out = []
+def trained_first_stages(paths) -> dict:
+    """{f: AutoencoderConfig} of autoencoder checkpoint folders (their state.json; no weights read)."""
+    out = {}
+    for path in paths:
+        with open(os.path.join(path, "state.json")) as fh:
+            a = AutoencoderConfig(**json.load(fh)["config"]["autoencoder"])
+        out[a.factor] = a
+    return out
+
+
+def rows(preset: str, trained: dict | None = None) -> list:
+    """The pixel U-Net, the same U-Net on each latent, and where the preset widens a latent model's
+    U-Net (``latent_unet``), that U-Net too: the one `--autoencoder` training builds."""
+    out, wider = [], PRESETS[preset].get("latent_unet", {})
     for name, f in FACTORS.items():
-        a = None if f is None else first_stage(preset, f)
+        a = None if f is None else first_stage(preset, f, trained or {})
         C, size = (1, 28) if a is None else a.latent_shape[:2]
-        cfg = ImageConfig(method="edm", unet=UNetConfig(**preset_unet(preset, C, size)))
-        out.append({"name": name, "cfg": cfg, "ae": a})
+        for extra in ({}, wider) if a is not None and wider else ({},):
+            cfg = ImageConfig(method="edm", unet=UNetConfig(**preset_unet(preset, C, size, **extra)))
+            label = name + (", the latent preset's U-Net" if extra else "")
+            out.append({"name": label, "cfg": cfg, "ae": a})
     return out
 
 
@@ -115,13 +132,15 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: the default)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--autoencoders", nargs="*", default=(), metavar="DIR",
+                   help="trained autoencoder checkpoints: their latent shapes (default: the preset's first stages)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    table = rows(args.preset)
+    table = rows(args.preset, trained_first_stages(args.autoencoders))
     for r in table:
         r["flops"] = flops_per_image(r["cfg"], args.batch, device)
         r["params"] = sum(q.numel() for q in UNet(r["cfg"].unet).parameters())
@@ -142,7 +161,7 @@ def main(argv=None) -> int:
         u = r["cfg"].unet
         result["rows"].append({
             "model": r["name"], "unet_input": f"{u.in_channels}x{u.image_size}x{u.image_size}",
-            "channel_mults": list(u.channel_mults), "params": r["params"],
+            "channel_mults": list(u.channel_mults), "base_channels": u.base_channels, "params": r["params"],
             "gflops_per_training_image": r["flops"] / 1e9, "flops_ratio": base["flops"] / r["flops"],
             "ms_per_training_image": 1e3 * med(r["train_s"]), "train_time_ratio": med(base["train_s"]) / med(r["train_s"]),
             "ms_per_sample_heun18_with_decoder": 1e3 * med(r["sample_s"]),
@@ -153,10 +172,10 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=2)
     lines = [f"# Latent vs pixel compute, preset {args.preset} ({result['device']}, {result['threads']} threads, "
              f"{result['date']})", "", f"`{result['command']}`", "",
-             "| model | U-Net input | mults | GFLOPs / training image | x fewer | ms / training image | x faster "
+             "| model | U-Net input | base, mults | GFLOPs / training image | x fewer | ms / training image | x faster "
              "| ms / sample (Heun 18, incl. decoder) | x faster |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['unet_input']} | {r['channel_mults']} | {r['gflops_per_training_image']:.3f} "
+        lines.append(f"| {r['model']} | {r['unet_input']} | {r['base_channels']}, {r['channel_mults']} | {r['gflops_per_training_image']:.3f} "
                      f"| {r['flops_ratio']:.2f} | {r['ms_per_training_image']:.2f} | {r['train_time_ratio']:.2f} "
                      f"| {r['ms_per_sample_heun18_with_decoder']:.2f} | {r['sample_time_ratio']:.2f} |")
     with open(out + ".md", "w") as f:

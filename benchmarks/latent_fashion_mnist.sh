@@ -10,10 +10,11 @@
 #   (e) summary.json/.md: FD, KID and images/s of both; FD latent / FD pixel; U-Net time per training image
 #
 #   bash benchmarks/latent_fashion_mnist.sh                    # GPU (one H100/H200): under 9 minutes
-#   MODE=cpu bash benchmarks/latent_fashion_mnist.sh           # a 2-core laptop: 8 min of diffusion training each
+#   MODE=cpu bash benchmarks/latent_fashion_mnist.sh           # a 2-core laptop: 10 min of diffusion training each
 #   SMOKE=1 bash benchmarks/latent_fashion_mnist.sh            # everything tiny on the CPU (~2 min): proves the script
 #
 # Environment (all optional): BUDGET (diffusion training seconds per side), AE_BUDGET (autoencoder seconds),
+# AE4_ARGS (extra options of the f = 4 autoencoder; cpu and gpu: --latent-channels 8, and on the cpu 8,000 steps),
 # N / NREF (samples scored, test images), PRESET / AE_PRESET, FACTORS (default "4 2"), RUN_DIR, RESULTS (default $OUT if set, else
 # benchmarks/results/latent_fashion_mnist_<mode>), PYTHON, MINIDIFF_FASHION_MNIST (the four IDX .gz files;
 # else shared/ or data/fashion-mnist/ in the repository, else /usr/share/datasets/fashion-mnist).
@@ -28,8 +29,10 @@ MODE=${MODE:-gpu}
 [ "$SMOKE" = 1 ] && MODE=smoke
 case "$MODE" in
   gpu)   BUDGET=${BUDGET:-120}; AE_BUDGET=${AE_BUDGET:-90}; N=${N:-10000}; NREF=${NREF:-10000}
+         AE4_ARGS=${AE4_ARGS:---latent-channels 8}
          PRESET=${PRESET:-gpu}; AE_PRESET=${AE_PRESET:-gpu}; SB=${SB:-1000}; DEV=(); STEPS=1000000 ;;
-  cpu)   BUDGET=${BUDGET:-480}; AE_BUDGET=${AE_BUDGET:-0}; N=${N:-2000}; NREF=${NREF:-10000}
+  cpu)   BUDGET=${BUDGET:-600}; AE_BUDGET=${AE_BUDGET:-0}; N=${N:-2000}; NREF=${NREF:-10000}
+         AE4_ARGS=${AE4_ARGS:---latent-channels 8 --steps 8000}
          PRESET=${PRESET:-cpu}; AE_PRESET=${AE_PRESET:-cpu}; SB=${SB:-500}; DEV=(--device cpu); STEPS=1000000 ;;
   smoke) BUDGET=${BUDGET:-10}; AE_BUDGET=${AE_BUDGET:-10}; N=${N:-100}; NREF=${NREF:-200}
          PRESET=${PRESET:-tiny}; AE_PRESET=${AE_PRESET:-tiny}; SB=${SB:-100}; DEV=(--device cpu); STEPS=40
@@ -65,8 +68,9 @@ AE_LIMIT=(); [ "$AE_BUDGET" != 0 ] && AE_LIMIT=(--max-seconds "$AE_BUDGET")
 for f in $FACTORS; do
   stage "autoencoder f=$f: train (kl, preset $AE_PRESET)"
   AE_T0=$SECONDS
+  extra=(); [ "$f" = 4 ] && read -r -a extra <<< "${AE4_ARGS:-}"
   "$PY" -m minidiff.cli train --backend torch --model autoencoder --reg kl --factor "$f" --dataset fashion-mnist \
-    --preset "$AE_PRESET" "${AE_LIMIT[@]}" --out "$RUN_DIR/ae$f" "${DEV[@]}" 2>&1 | quiet
+    --preset "$AE_PRESET" "${AE_LIMIT[@]}" "${extra[@]}" --out "$RUN_DIR/ae$f" "${DEV[@]}" 2>&1 | quiet
   echo "autoencoder f=$f wall seconds: $((SECONDS - AE_T0))" | tee -a "$LOG"
   "$PY" -m minidiff.cli eval --ckpt "$RUN_DIR/ae$f" --n "$NREF" --out "$RESULTS/ae${f}_eval.json" "${DEV[@]}" 2>&1 | quiet
 done
@@ -82,12 +86,16 @@ for side in $SIDES pixel; do
     --n-reference "$NREF" --out "$RESULTS/${side}_eval.json" "${DEV[@]}" 2>&1 | quiet
   "$PY" -m minidiff.cli sample --ckpt "$RUN_DIR/$side" --n 64 --steps 18 --out "$RESULTS/${side}_grid.png" "${DEV[@]}" \
     2>&1 | quiet
+  if [ "$side" != pixel ]; then     # the std of s z on the test set (target 1 +- 0.05)
+    "$PY" benchmarks/latent_std.py "$RUN_DIR/$side" --out "$RESULTS/${side}_std.json" 2>&1 | tee -a "$LOG"
+  fi
 done
 
 # --- (d) the compute table ---------------------------------------------------------------------
 stage "compute table"
 CDEV=cpu; [ "$MODE" = gpu ] && CDEV=cuda
-"$PY" benchmarks/latent_compute.py --preset "$PRESET" --device "$CDEV" --rounds 3 \
+AES=(); for f in $FACTORS; do AES+=("$RUN_DIR/ae$f"); done
+"$PY" benchmarks/latent_compute.py --preset "$PRESET" --device "$CDEV" --rounds 3 --autoencoders "${AES[@]}" \
   --out "$RESULTS/compute" 2>&1 | tee -a "$LOG"
 
 # --- (e) the summary ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def main(res, run, budget, mode, factors) -> int:
           "|---|---|---:|---:|---:|---:|---:|---:|"]
     for s in sides:
         r, u = summary[s], summary[s]["unet"]
-        L.append(f"| {s} | {u['in_channels']}x{u['image_size']}x{u['image_size']} | {r['steps']} | "
+        L.append(f"| {s} | {u['in_channels']}x{u['image_size']}x{u['image_size']}, base {u['base_channels']} | {r['steps']} | "
                  f"{r['images_per_second'] or float('nan'):.0f} | {r['fd']:.2f} | {r['fd_ratio_to_pixel']:.3f} | "
                  f"{r['kid_mean']:.4f} +- {r['kid_std']:.4f} | {r['sampling_seconds']:.1f} |")
     L += ["", (res / "compute.md").read_text()]

@@ -168,6 +168,11 @@ def _add_train_args(p, defaults):
                    help="--model autoencoder: the downsampling factor f (default: the preset's, 4)")
     g.add_argument("--latent-channels", type=int_at_least(1), default=None,
                    help="--model autoencoder: the latent's channels c (default: the preset's)")
+    g.add_argument("--disc-weight", type=float_in(0), default=None, metavar="W",
+                   help="--model autoencoder: the PatchGAN term's weight (LDM's adaptive weight times W; 0: no "
+                        "discriminator, the default)")
+    g.add_argument("--disc-start", type=int_at_least(0), default=None, metavar="K",
+                   help="--model autoencoder: the step from which the discriminator trains and its term counts")
     g.add_argument("--autoencoder", default=None, metavar="DIR",
                    help="train a latent model on the latents of this autoencoder checkpoint")
     p.set_defaults(image_only={a.option_strings[0]: a.dest for a in g._group_actions})
@@ -334,7 +339,8 @@ def _train_images(args):
     _check_image_data(args)
     if args.model == "autoencoder":
         return _train_autoencoder(args)
-    _refuse_given(args, {"--reg": "reg", "--factor": "factor", "--latent-channels": "latent_channels"},
+    _refuse_given(args, {"--reg": "reg", "--factor": "factor", "--latent-channels": "latent_channels",
+                         "--disc-weight": "disc_weight", "--disc-start": "disc_start"},
                   "for --model autoencoder")
     from .torch.train import build_network, train_images
 
@@ -383,7 +389,8 @@ def _train_autoencoder(args):
         args.preset or "cpu", dataset=args.dataset, seed=args.seed, data_root=args.data_root or "",
         limit=args.limit or 0, compile=bool(args.compile), bf16=not args.no_bf16,
         autoencoder={"reg": reg, **shape},
-        **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup")).validate()
+        **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup",
+                 "disc_weight", "disc_start")).validate()
     out = Path(args.out or f"runs/{args.dataset}-ae-{reg}")
     _writable_target("--out", out)
     main_process = int(os.environ.get("RANK", 0)) == 0

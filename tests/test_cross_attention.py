@@ -124,6 +124,35 @@ def test_unet_with_context_dim_uses_the_context_and_checks_it():
         unet_cfg(context_dim=0)
 
 
+def test_pooled_context_is_the_masked_mean_and_enters_the_time_embedding():
+    from minidiff.torch.unet import pooled_context
+    ctx = torch.randn(3, 5, 6, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 1, 0]], dtype=torch.bool)
+    pooled = pooled_context(ctx, mask)
+    assert torch.allclose(pooled[0], ctx[0, :2].mean(0)) and torch.allclose(pooled[1], ctx[1].mean(0))
+    assert torch.equal(pooled[2], ctx[2, 3]) and torch.allclose(pooled_context(ctx), ctx.mean(1))
+    assert torch.equal(pooled_context(ctx, torch.zeros(3, 5, dtype=torch.bool)), torch.zeros(3, 6, dtype=torch.float64))
+    # a padded token changes nothing, with or without the pooled path; a real one changes the output
+    torch.manual_seed(0)
+    net = _perturb_(UNet(unet_cfg(pooled_context=True)).double(), 4)
+    assert net.context_emb is not None and "pooled" in net.summary()
+    x, t = torch.randn(3, 1, 8, 8, dtype=torch.float64), torch.tensor([0.5, 1.0, 2.0])
+    out = net(x, t, context=ctx, context_mask=mask)
+    ctx2 = ctx.clone()
+    ctx2[0, 3] += 10.0
+    assert torch.equal(net(x, t, context=ctx2, context_mask=mask), out)
+    ctx2[0, 1] += 0.5
+    assert not torch.allclose(net(x, t, context=ctx2, context_mask=mask)[0], out[0])
+    # the pooled path learns
+    loss = net(x, t, context=ctx, context_mask=mask).square().sum()
+    loss.backward()
+    assert net.context_emb.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pooled_context needs context_dim"):
+        unet_cfg(context_dim=None, pooled_context=True)
+    with pytest.raises(ValueError, match="pooled_context must be True or False"):
+        unet_cfg(pooled_context=1)
+
+
 def text_encoder(**kw):
     torch.manual_seed(0)
     return TextEncoder(TextConfig(**{"vocab_size": 11, "context_length": 6, "width": 6, "layers": 2, "heads": 2,

@@ -62,6 +62,9 @@ def test_the_preset_sizes_the_unet_for_the_latent(kl_stage):
     assert (cfg.unet.in_channels, cfg.unet.image_size) == (2, 4)
     assert fitting_mults((1, 2, 4), 8) == (1, 2, 4) and fitting_mults((1, 2, 4), 14) == (1, 2)
     assert fitting_mults((1, 2, 2), 4) == (1, 2) and fitting_mults((1, 2), 3) == (1,)
+    # EDM's sigma_data is the data's std, and s makes the latents' std 1 (a pixel model keeps 0.5)
+    assert cfg.sigma_data == 1.0 and ImageConfig.from_preset("tiny").sigma_data == 0.5
+    assert latent_cfg(kl_stage, sigma_data=0.7).sigma_data == 0.7
 
 
 def test_training_records_the_autoencoder_and_a_scale_giving_unit_variance(first_stage, tmp_path):
@@ -235,6 +238,14 @@ def test_the_command_line_trains_evaluates_and_resumes_an_autoencoder_then_a_lat
     assert "autoencoder checkpoint" in capsys.readouterr().err
     assert main([*base, "--model", "autoencoder", "--method", "edm", "--out", str(tmp_path / "x")]) == 2
     assert "--method" in capsys.readouterr().err
+    # the PatchGAN term from the command line: recorded in the checkpoint's config; refused on a U-Net
+    gan = tmp_path / "gan"
+    assert main([*base, "--model", "autoencoder", "--steps", "3", "--disc-weight", "0.5", "--disc-start", "1",
+                 "--out", str(gan)]) == 0
+    saved = load_image_checkpoint(gan)[1]["config"]
+    assert (saved["disc_weight"], saved["disc_start"]) == (0.5, 1)
+    assert main([*base, "--disc-weight", "0.5", "--out", str(tmp_path / "y")]) == 2
+    assert "--disc-weight" in capsys.readouterr().err
 
     assert main([*base, "--steps", "2", "--autoencoder", str(ae), "--out", str(run)]) == 0
     assert main(["eval", "--ckpt", str(run), "--n", "20", "--steps", "2", "--n-reference", "100"]) == 0

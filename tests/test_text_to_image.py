@@ -37,7 +37,7 @@ def test_a_text_model_trains_records_its_tokenizer_and_resumes_exactly(run, tmp_
     cfg = result["config"]
     assert (out / TOKENIZER_FILE).is_file() and len(cfg.tokenizer_sha256) == 64
     assert cfg.text.vocab_size == caption_tokenizer().get_vocab_size()
-    assert cfg.unet.context_dim == cfg.text.width and np.isfinite(result["losses"]).all()
+    assert cfg.unet.context_dim == cfg.text.width and cfg.unet.pooled_context and np.isfinite(result["losses"]).all()
     # stopped after step 1, then resumed to 4: the straight run's weights (captions dropped by (seed, step))
     train_images(tiny(max_seconds=1e-9), tmp_path / "b", device="cpu", **QUIET)
     train_images(tiny(), tmp_path / "b", resume=True, device="cpu", **QUIET)

@@ -113,7 +113,9 @@ def sample_images(net, config, n: int, sampler=None, steps=None, seed: int = 0, 
         if key is None:
             raise ValueError("guidance needs a conditional model (train with --class-conditional or --condition "
                              "text / layout)")
-        model = classifier_free_guidance(model, guidance, key=key, null=null.to(device) if torch.is_tensor(null) else null)
+        if guidance != 0:   # w = 0 is the conditional model itself, (1 + 0) cond - 0 uncond: no doubled batch
+            model = classifier_free_guidance(model, guidance, key=key,
+                                             null=null.to(device) if torch.is_tensor(null) else null)
     latent = bool(getattr(config, "autoencoder", ""))
     if latent:
         _first_stage_fits(autoencoder, config)

@@ -55,12 +55,14 @@ PRESETS = {
                 attention_levels=(), text=dict(width=32, layers=1, heads=2)),
     "cpu": dict(steps=2000, batch_size=32, lr=1e-3, warmup=100, ckpt_every=250, sample_every=500,
                 unet=dict(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1, dropout=0.0),
-                attention_levels=(-1,), text=dict(width=64, layers=2, heads=4)),
+                attention_levels=(-1,), text=dict(width=64, layers=2, heads=4),
+                latent_unet=dict(base_channels=32)),   # a latent model: twice as wide (on 4x8x8 still 0.4x a pixel step)
     "gpu": dict(steps=40000, batch_size=256, lr=1e-3, warmup=1000, ckpt_every=2000, sample_every=5000,
                 ema_decay=0.9995,
                 unet=dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, dropout=0.1),
                 attention_levels=(-2, -1), text=dict(width=128, layers=4, heads=4)),
 }
+LATENT_SIGMA_DATA = 1.0   # a latent model's sigma_data: s = 1 / std makes the latents unit-std
 TOKENIZER_FILE = "tokenizer.json"   # beside a text-conditioned run's checkpoint
 CONDITIONS = ("", "text", "layout")   # through cross-attention: '' none (or class_conditional's embedding),
                                       # 'text' captions, 'layout' boxes of garments on canvases
@@ -183,16 +185,20 @@ class ImageConfig(MethodConfig, LoopConfig):
         """A preset, with the U-Net sized for ``overrides['dataset']`` and any field overridden
         (``unet`` fields by a dict)."""
         _checks.choice("preset", name, tuple(PRESETS))
-        preset = {k: v for k, v in PRESETS[name].items() if k not in ("unet", "attention_levels", "text")}
+        preset = {k: v for k, v in PRESETS[name].items() if k not in ("unet", "attention_levels", "text", "latent_unet")}
         fields = {**preset, **{k: v for k, v in overrides.items() if k not in ("unet", "text", "layout")}}
         dataset = fields.get("dataset", cls.dataset)
         C, size = DATASET_SHAPES.get(dataset, (1, 28))
         if fields.get("autoencoder"):                                  # a latent model: the U-Net sized for z
             C, size, _ = first_stage_shape(fields["autoencoder"])
+            # EDM's sigma_data is the data's std: s z has std 1 by the scale factor's definition
+            fields.setdefault("sigma_data", LATENT_SIGMA_DATA)
         if fields.get("condition") == "layout":                        # canvases; tau as wide as the text's
             fields["layout"] = {"width": PRESETS[name]["text"]["width"], **dict(overrides.get("layout", {}))}
             C, size = 1, LayoutConfig(**fields["layout"]).canvas
         unet = dict(overrides.get("unet", {}))
+        if fields.get("autoencoder"):
+            unet = {**PRESETS[name].get("latent_unet", {}), **unet}
         C, size = unet.pop("in_channels", C), unet.pop("image_size", size)
         if fields.get("class_conditional") and "num_classes" not in unet:
             unet["num_classes"] = NUM_CLASSES.get(dataset)
@@ -202,6 +208,7 @@ class ImageConfig(MethodConfig, LoopConfig):
         if fields.get("condition") == "text":                          # tau's width is the U-Net's context_dim
             fields["text"] = {**PRESETS[name]["text"], **dict(overrides.get("text", {}))}
             unet.setdefault("context_dim", fields["text"]["width"])
+            unet.setdefault("pooled_context", True)                    # Imagen's pooled caption embedding too
             levels = PRESETS[name]["attention_levels"] or (-1,)        # cross-attention needs attention somewhere
         if fields.get("condition") == "layout":
             unet.setdefault("context_dim", fields["layout"]["width"])

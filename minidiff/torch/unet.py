@@ -45,6 +45,8 @@ class UNetConfig:
     dropout: float = 0.1
     num_classes: int | None = None             # None: unconditional
     context_dim: int | None = None             # cross-attention on a (B, S, context_dim) context (None: none)
+    pooled_context: bool = False               # also add the context's masked mean to the time embedding
+                                               # (Imagen's pooled text embedding; needs context_dim)
     time_embedding: str = "sinusoidal"         # 'sinusoidal' (DDPM) or 'fourier' (random features, NCSN++)
     fourier_scale: float = 16.0                # std of the random Fourier frequencies
     groups: int = 8                            # GroupNorm groups
@@ -92,6 +94,10 @@ class UNetConfig:
                 raise ValueError(f"context_dim must be None or an integer in [1, 4096], got {self.context_dim!r}")
             if not self.attention_resolutions:
                 raise ValueError("context_dim needs attention_resolutions: cross-attention runs where attention does")
+        if not isinstance(self.pooled_context, bool):
+            raise ValueError(f"pooled_context must be True or False, got {self.pooled_context!r}")
+        if self.pooled_context and self.context_dim is None:
+            raise ValueError("pooled_context needs context_dim: it pools the cross-attention's context")
         if self.time_embedding not in ("sinusoidal", "fourier"):
             raise ValueError(f"time_embedding must be 'sinusoidal' or 'fourier', got {self.time_embedding!r}")
         a = self.augment_dim
@@ -190,6 +196,15 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def pooled_context(context, mask=None):
+    """The mean of the real tokens of a context: (B, S, D), mask (B, S) bool or None -> (B, D).
+    A row without a real token pools to zeros."""
+    if mask is None:
+        return context.mean(1)
+    m = mask.to(context.dtype)[..., None]                                  # (B, S, 1)
+    return (context * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 class UNet(nn.Module):
     """eps_theta(x, t) (or F(c_in x, c_noise) inside an EDM denoiser), optionally class-conditional.
 
@@ -212,6 +227,8 @@ class UNet(nn.Module):
         self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes is not None else None
         # EDM (section 5): the augmentation's parameters, a conditioning added like the class's
         self.augment_emb = nn.Linear(cfg.augment_dim, emb_dim, bias=False) if cfg.augment_dim else None
+        # Imagen (Saharia et al. 2022, the U-Net's conditioning): the pooled context, added like a class
+        self.context_emb = nn.Linear(cfg.context_dim, emb_dim) if cfg.pooled_context else None
         self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
         # The way down: every layer's output is kept for a skip connection on the way up.
@@ -252,6 +269,7 @@ class UNet(nn.Module):
         cond = f"{c.num_classes} classes (+ null)" if c.num_classes is not None else "unconditional"
         if c.context_dim is not None:
             cond = (cond + " + " if c.num_classes is not None else "") + f"cross-attention on a {c.context_dim}-d context"
+            cond += " (and its pooled mean in the time embedding)" if c.pooled_context else ""
         return (f"UNet {c.in_channels}x{c.image_size}x{c.image_size} -> {c.out_channels} channels | "
                 f"channels {chans} | {c.num_res_blocks} res blocks/level | attention at {attn} | "
                 f"{c.time_embedding} time embedding | {cond} | {self.num_parameters():,} parameters")
@@ -316,6 +334,8 @@ class UNet(nn.Module):
                              f"{x.shape[2]}x{x.shape[3]}")
         emb = self._embedding(t, class_labels, x.shape[0], x.device, x.dtype, augment_labels)  # (B, 4 ch)
         ctx = self._context(context, context_mask, x.shape[0], x.dtype)         # {} or context, context_mask
+        if self.context_emb is not None:
+            emb = emb + self.context_emb(pooled_context(ctx["context"], ctx["context_mask"]))
         h = self.stem(x)                                                       # (B, ch, H, W)
         skips = [h]
         for layer in self.down:
