@@ -217,6 +217,20 @@ def test_image_features_shape_dtype_and_batching(test_images):
     np.testing.assert_allclose(f7, exact, rtol=0, atol=atol)
 
 
+def test_a_stale_dataset_variable_falls_back_like_load_images(monkeypatch):
+    """$MINIDIFF_FASHION_MNIST naming a folder without the dataset is one place among several for
+    load_images; evaluate_images' reference set must not turn it into a strict root."""
+    from minidiff.torch import evaluate
+
+    x = torch.rand(20, 1, 28, 28) * 2 - 1
+    before = evaluate_images(x, n_reference=50, kid_subsets=2)
+    monkeypatch.setenv("MINIDIFF_FASHION_MNIST", "/nonexistent")
+    assert load_images("fashion-mnist", "test", limit=3)[0].shape == (3, 1, 28, 28)
+    evaluate._cached_reference_features.cache_clear()
+    after = evaluate_images(x, n_reference=50, kid_subsets=2)
+    assert after["fd"] == before["fd"]
+
+
 def test_evaluate_images_real_vs_blurred_vs_noise(test_images):
     x_train, _ = load_images("fashion-mnist", "train", limit=600)
     train = torch.from_numpy(to_model_range(x_train))

@@ -208,7 +208,9 @@ def reference_images(reference="fashion-mnist", split="test", n_reference=10000,
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_reference_features(reference, split, n_reference, seed, root) -> np.ndarray:
+def _cached_reference_features(reference, split, n_reference, seed, root, env_folder=None) -> np.ndarray:
+    # env_folder: $MINIDIFF_FASHION_MNIST when root is None, only a cache key (load_images reads it
+    # itself, falling back to the other places where it holds no dataset)
     f = image_features(reference_images(reference, split, n_reference, seed, root))
     f.flags.writeable = False
     return f
@@ -239,8 +241,9 @@ def evaluate_images(samples, reference="fashion-mnist", split="test", n_referenc
         if network is None:
             from ..data.images import FASHION_MNIST_ENV
 
-            key_root = str(root) if root is not None else os.environ.get(FASHION_MNIST_ENV)  # what load_images reads
-            f_ref = _cached_reference_features(reference, split, n_reference, seed, key_root)
+            env = os.environ.get(FASHION_MNIST_ENV) if root is None else None      # what load_images reads
+            f_ref = _cached_reference_features(reference, split, n_reference, seed,
+                                               None if root is None else str(root), env)
         else:
             f_ref = image_features(reference_images(reference, split, n_reference, seed, root), net)
         ref_images = None
