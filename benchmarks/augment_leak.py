@@ -14,8 +14,8 @@ labels, zero when sampling, so the clean distribution should keep the data's rat
    within +-0.1 of the data, flip towards 1.  ``--probe`` samples the augment runs once more with
    the flip label 1: the direct test of whether the U-Net uses its labels.
 2. **What it buys** (``--fd``, ``--p-fd``): FD on the shipped classifier's features of unconditional runs on a
-   2,000-image training set (``limit=2000``), with and without augmentation at equal steps
-   (EDM: augmentation matters when data is scarce).
+   small training set (the first ``--fd-images``, default 2,000), with and without augmentation at equal
+   steps (EDM: augmentation matters when data is scarce).
 
     OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --steps 1000 --p 0.5 --variants augment --probe --n 100 --tag cpu_p5_1000
     OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --no-leak --steps 400 --p-fd 0.12 --n-fd 500 --tag cpu_fd
@@ -122,12 +122,12 @@ def leak(args, work: Path) -> dict:
 
 
 def fd(args, work: Path) -> dict:
-    """Unconditional runs on the first 2,000 training images, with and without augmentation
-    (p = --p-fd), at the same steps; FD of ``--n-fd`` samples against 10,000 test images."""
-    report, steps = {"p": args.p_fd}, args.fd_steps or args.steps
+    """Unconditional runs on the first ``--fd-images`` training images, with and without
+    augmentation (p = --p-fd), at the same steps; FD of ``--n-fd`` samples against 10,000 test images."""
+    report, steps = {"p": args.p_fd, "training_images": args.fd_images}, args.fd_steps or args.steps
     for variant in args.fd_variants:
         run_args = argparse.Namespace(**{**vars(args), "steps": steps, "seconds": args.fd_seconds or args.seconds})
-        k, secs = train(variant, run_args, work / f"fd-{variant}", args.p_fd, limit=2000)
+        k, secs = train(variant, run_args, work / f"fd-{variant}", args.p_fd, limit=args.fd_images)
         steps = steps or k                                              # the second run: the first's steps
         net, cfg = model_from_checkpoint(work / f"fd-{variant}", args.device)
         t0 = time.perf_counter()
@@ -152,7 +152,8 @@ def main():
     ap.add_argument("--probe", action="store_true", help="also sample the augment model with the flip label 1 "
                     "(a model that uses the label draws mirrored shoes, ratio ~ 1 / the data's)")
     ap.add_argument("--n", type=int, default=200, help="samples per footwear class")
-    ap.add_argument("--fd", action="store_true", help="also part 2: FD on 2,000 images with and without augment")
+    ap.add_argument("--fd", action="store_true", help="also part 2: FD on --fd-images images with and without "
+                    "augment")
     ap.add_argument("--no-leak", action="store_true", help="part 2 only (implies --fd)")
     ap.add_argument("--p-fd", type=float, default=0.12, help="part 2's --augment probability")
     ap.add_argument("--fd-seconds", type=float, default=0.0, help="part 2's first run's seconds (default: --seconds)")
@@ -160,6 +161,7 @@ def main():
                     help="part 2's runs (one each in two processes: give both the same --fd-steps)")
     ap.add_argument("--fd-steps", type=int, default=0, help="part 2's steps (default: --steps, or --seconds)")
     ap.add_argument("--n-fd", type=int, default=2000)
+    ap.add_argument("--fd-images", type=int, default=2000, help="part 2's training set: the first N images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
     ap.add_argument("--tag", default="cpu")
@@ -170,7 +172,7 @@ def main():
         if not args.no_leak:
             report["leak"] = leak(args, Path(tmp))
         if args.fd or args.no_leak:
-            report["fd_2000_images"] = fd(args, Path(tmp))
+            report[f"fd_{args.fd_images}_images"] = fd(args, Path(tmp))
     path = Path(args.results) / f"augment_leak_{args.tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")

@@ -15,6 +15,8 @@
 #
 # Environment (all optional): BUDGET (diffusion training seconds per side), AE_BUDGET (autoencoder seconds),
 # AE4_ARGS (extra options of the f = 4 autoencoder; cpu and gpu: --latent-channels 8, and on the cpu 8,000 steps),
+# TRAIN_ARGS (extra options of both diffusion trainings, e.g. "--ema-std 0.1 --lr-decay 500"), REUSE_AE=1 (keep the
+# first stages an earlier run of this script left in RUN_DIR: their training is deterministic on the CPU),
 # N / NREF (samples scored, test images), PRESET / AE_PRESET, FACTORS (default "4 2"), RUN_DIR, RESULTS (default $OUT if set, else
 # benchmarks/results/latent_fashion_mnist_<mode>), PYTHON, MINIDIFF_FASHION_MNIST (the four IDX .gz files;
 # else shared/ or data/fashion-mnist/ in the repository, else /usr/share/datasets/fashion-mnist).
@@ -63,15 +65,23 @@ fi
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU')" | tee -a "$LOG"
 
 # --- (a) the first stages, (b) latent EDM on each, (c) pixel EDM: every diffusion run at the same budget ----
-rm -rf "$RUN_DIR"/ae* "$RUN_DIR"/latent* "$RUN_DIR/pixel"
+[ "${REUSE_AE:-0}" = 1 ] || rm -rf "$RUN_DIR"/ae*
+rm -rf "$RUN_DIR"/latent* "$RUN_DIR/pixel"
 AE_LIMIT=(); [ "$AE_BUDGET" != 0 ] && AE_LIMIT=(--max-seconds "$AE_BUDGET")
+read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
 for f in $FACTORS; do
-  stage "autoencoder f=$f: train (kl, preset $AE_PRESET)"
-  AE_T0=$SECONDS
-  extra=(); [ "$f" = 4 ] && read -r -a extra <<< "${AE4_ARGS:-}"
-  "$PY" -m minidiff.cli train --backend torch --model autoencoder --reg kl --factor "$f" --dataset fashion-mnist \
-    --preset "$AE_PRESET" "${AE_LIMIT[@]}" "${extra[@]}" --out "$RUN_DIR/ae$f" "${DEV[@]}" 2>&1 | quiet
-  echo "autoencoder f=$f wall seconds: $((SECONDS - AE_T0))" | tee -a "$LOG"
+  if [ "${REUSE_AE:-0}" = 1 ] && [ -f "$RUN_DIR/ae$f/checkpoint.safetensors" ] && [ -f "$RUN_DIR/ae$f.record" ]; then
+    stage "autoencoder f=$f: reused from $RUN_DIR/ae$f (REUSE_AE=1)"
+    tee -a "$LOG" < "$RUN_DIR/ae$f.record"
+  else
+    stage "autoencoder f=$f: train (kl, preset $AE_PRESET)"
+    AE_T0=$SECONDS
+    extra=(); [ "$f" = 4 ] && read -r -a extra <<< "${AE4_ARGS:-}"
+    "$PY" -m minidiff.cli train --backend torch --model autoencoder --reg kl --factor "$f" --dataset fashion-mnist \
+      --preset "$AE_PRESET" "${AE_LIMIT[@]}" "${extra[@]}" --out "$RUN_DIR/ae$f" "${DEV[@]}" 2>&1 | quiet
+    grep "^trained to step" "$LOG" | tail -n 1 > "$RUN_DIR/ae$f.record"
+    echo "autoencoder f=$f wall seconds: $((SECONDS - AE_T0))" | tee -a "$LOG" "$RUN_DIR/ae$f.record"
+  fi
   "$PY" -m minidiff.cli eval --ckpt "$RUN_DIR/ae$f" --n "$NREF" --out "$RESULTS/ae${f}_eval.json" "${DEV[@]}" 2>&1 | quiet
 done
 SIDES=""
@@ -80,7 +90,8 @@ for side in $SIDES pixel; do
   extra=(); [ "$side" != pixel ] && extra=(--autoencoder "$RUN_DIR/ae${side#latent}")
   stage "$side: train (edm, preset $PRESET, $BUDGET s)"
   "$PY" -m minidiff.cli train --backend torch --dataset fashion-mnist --method edm --preset "$PRESET" \
-    --steps "$STEPS" --max-seconds "$BUDGET" --sample-every 0 --out "$RUN_DIR/$side" "${extra[@]}" "${DEV[@]}" 2>&1 | quiet
+    --steps "$STEPS" --max-seconds "$BUDGET" --sample-every 0 --out "$RUN_DIR/$side" "${extra[@]}" "${TRAIN_EXTRA[@]}" \
+    "${DEV[@]}" 2>&1 | quiet
   stage "$side: eval ($N samples, heun 18)"
   "$PY" -m minidiff.cli eval --ckpt "$RUN_DIR/$side" --n "$N" --sampler heun --steps 18 --batch-size "$SB" \
     --n-reference "$NREF" --out "$RESULTS/${side}_eval.json" "${DEV[@]}" 2>&1 | quiet

@@ -2,6 +2,7 @@
 budget, mode and factors as arguments): summary.json and summary.md."""
 import datetime
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ def main(res, run, budget, mode, factors) -> int:
     compute = json.loads((res / "compute.json").read_text())
     summary = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "mode": mode, "budget_seconds": budget,
                "n_samples": ev["pixel"]["n_samples"], "n_reference": ev["pixel"]["n_reference"],
-               "feature": ev["pixel"]["feature"], "compute": compute["rows"], "autoencoders": {}}
+               "feature": ev["pixel"]["feature"], "compute": compute["rows"], "autoencoders": {},
+               "train_args": os.environ.get("TRAIN_ARGS", "")}
     for i, f in enumerate(factors):
         ae = json.loads((res / f"ae{f}_eval.json").read_text())
         secs = int(re.findall(rf"autoencoder f={f} wall seconds: (\d+)", log)[-1])
@@ -38,6 +40,8 @@ def main(res, run, budget, mode, factors) -> int:
         fd = "n/a" if a["fd"] is None else f"{a['fd']:.2f}"
         L.append(f"| {f} | {a['wall_seconds']} | {a['n_images']} | {a['mse']:.4f} | {a['psnr']:.2f} | "
                  f"{a['ssim']:.3f} | {fd} |")
+    if summary["train_args"]:
+        L += ["", f"Both diffusion trainings with `{summary['train_args']}` (TRAIN_ARGS)."]
     L += ["", f"{summary['n_samples']} samples (Heun 18, 35 NFE) vs {summary['n_reference']} test images, "
           f"{summary['feature']}", "",
           "| model | U-Net input | steps | training images/s | FD | FD / pixel FD | KID | sampling s (incl. decoder) |",

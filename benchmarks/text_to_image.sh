@@ -13,7 +13,8 @@
 #   SMOKE=1 bash benchmarks/text_to_image.sh           # everything tiny on the CPU (~1 min): proves the script
 #
 # Environment (all optional): BUDGET (training seconds), N (samples per guidance), NREF (test images for FD),
-# WS (guidance strengths), PRESET, RUN_DIR, RESULTS, PYTHON, MINIDIFF_FASHION_MNIST.
+# WS (guidance strengths), PRESET, RUN_DIR, RESULTS, PYTHON, MINIDIFF_FASHION_MNIST, TRAIN_ARGS (extra options
+# of the training, e.g. "--ema-std 0.1" or "--autoencoder runs/ae" for a latent text-to-image model).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
@@ -57,9 +58,11 @@ _, _, text = caption_dataset("test", limit=n)
 PYEOF
 
 rm -rf "$RUN_DIR/text"
+read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
 stage "train (edm, --condition text, preset $PRESET, $BUDGET s)"
 "$PY" -m minidiff.cli train --backend torch --dataset fashion-mnist --method edm --condition text --preset "$PRESET" \
-  --steps 1000000 --max-seconds "$BUDGET" --sample-every 0 --out "$RUN_DIR/text" "${DEV[@]}" 2>&1 | quiet
+  --steps 1000000 --max-seconds "$BUDGET" --sample-every 0 --out "$RUN_DIR/text" "${TRAIN_EXTRA[@]}" "${DEV[@]}" 2>&1 \
+  | quiet
 for w in $WS; do
   stage "eval: $N test captions, guidance $w"
   "$PY" -m minidiff.cli eval --ckpt "$RUN_DIR/text" --n "$N" --sampler heun --steps 18 --batch-size "$SB" \

@@ -2,6 +2,7 @@
 mode, guidance strengths and the held-out run's strength as arguments): summary.json and summary.md."""
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,12 +24,16 @@ def main(res, run, budget, mode, ws, w_held) -> int:
                "steps": state["step"], "config": state["config"], "guidance": evals, "held_out": held}
     (res / "summary.json").write_text(json.dumps(summary, indent=1))
     first = next(iter(evals.values()))
+    extra = os.environ.get("TRAIN_ARGS", "")
+    command = f"TRAIN_ARGS='{extra}' {COMMANDS[mode]}" if extra else COMMANDS[mode]
+    ae = state["config"].get("autoencoder")
+    latent = f", on the latents of the autoencoder {ae} (scale factor {state['config'].get('scale_factor')})" if ae else ""
     clip = "clip_style_score" in first["prompts"]
     L = [f"# Text-to-image on Fashion-MNIST captions ({mode}, {summary['date']})", "",
          f"EDM, `--condition text`: a U-Net of base width {state['config']['unet']['base_channels']} with "
          f"cross-attention at {state['config']['unet']['attention_resolutions']}, a "
          f"{state['config']['text']['layers']}-layer text encoder of width {state['config']['text']['width']} trained "
-         f"jointly; {budget:.0f} s of training = {state['step']} steps. Command: `{COMMANDS[mode]}`.", "",
+         f"jointly{latent}; {budget:.0f} s of training = {state['step']} steps. Command: `{command}`.", "",
          f"{first['n_samples']} samples (Heun 18) for the captions of the first {first['n_samples']} test images, "
          f"against {first['n_reference']} test images; {first['fd_label']}. Class accuracy: the shipped classifier "
          "finds the class the prompt names; attribute accuracy: the caption attribute functions measured on the "

@@ -123,6 +123,9 @@ def _add_train_args(p, defaults):
     p.add_argument("--backend", default=defaults.backend, choices=("numpy", "torch"))
     p.add_argument("--scheme", default=defaults.scheme, choices=SCHEMES,
                    help="method edm: which column of EDM's Table 1 (preconditioning, noise levels, weighting)")
+    p.add_argument("--P-mean", type=float_in(), default=None,
+                   help="method edm, scheme edm: training noise levels ln(sigma) ~ N(P_mean, P_std^2) (default -1.2)")
+    p.add_argument("--P-std", type=float_in(0, lo_open=True), default=None, help="(default 1.2)")
     p.add_argument("--teacher", default="", help="method cd: checkpoint folder of an edm model")
     p.add_argument("--cm-N", type=int_at_least(2), default=defaults.cm_N, help="method cd: number of noise levels")
     p.add_argument("--metric", default=defaults.metric, choices=METRICS,
@@ -145,6 +148,11 @@ def _add_train_args(p, defaults):
     g.add_argument("--sample-every", type=int_at_least(0), default=None,
                    help="steps between sample grids (0: never)")
     g.add_argument("--warmup", type=int_at_least(0), default=None, help="learning-rate warm-up steps")
+    g.add_argument("--lr-decay", type=int_at_least(0), default=None, metavar="K",
+                   help="EDM2's learning-rate decay: lr / sqrt(step / K) after step K (0: constant, the default)")
+    g.add_argument("--ema-std", type=float_in(0, 0.288), default=None, metavar="S",
+                   help="EDM2's power-function EMA whose average spans a fraction S of the run, however long "
+                        "(0 < S < 0.289, e.g. 0.1; default: the preset's fixed EMA decay)")
     g.add_argument("--flip", action="store_true", default=None, help="random left-right flips")
     g.add_argument("--augment", type=float_in(0, 1), default=None, metavar="P",
                    help="EDM's non-leaking augmentation: flips, shifts and scalings, each with probability P "
@@ -186,7 +194,7 @@ def _config_from(args):
     from .train import ToyConfig
 
     return ToyConfig(dataset=args.dataset, method=args.method or "ddpm", target=args.target,
-                     **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every"),
+                     **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "P_mean", "P_std"),
                      T=args.T, schedule=args.schedule, seed=args.seed, backend=args.backend, scheme=args.scheme,
                      teacher=args.teacher, cm_N=args.cm_N, metric=args.metric)
 
@@ -202,7 +210,8 @@ def _image_config_from(args):
         compile=bool(args.compile), class_conditional=bool(args.class_conditional), condition=args.condition or "",
         bf16=not args.no_bf16, autoencoder=args.autoencoder or "", unet={k: v for k, v in (("image_size", args.image_size), ("in_channels", args.channels))
                                         if v is not None},
-        **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup"))
+        **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup",
+                 "lr_decay", "ema_std", "P_mean", "P_std"))
 
 
 def _train_and_save(cfg, out: Path, resume: bool = False):
@@ -390,6 +399,7 @@ def _train_autoencoder(args):
         limit=args.limit or 0, compile=bool(args.compile), bf16=not args.no_bf16,
         autoencoder={"reg": reg, **shape},
         **_given(args, "steps", "batch_size", "lr", "max_seconds", "ckpt_every", "sample_every", "warmup",
+                 "lr_decay", "ema_std",
                  "disc_weight", "disc_start")).validate()
     out = Path(args.out or f"runs/{args.dataset}-ae-{reg}")
     _writable_target("--out", out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 
 import numpy as np
 
@@ -202,6 +203,14 @@ def _noise_source(rng, method: str):
         raise TypeError(f"rng must be a minidiff generator (minidiff.generator(seed)) with .{method}, "
                         f"got {type(rng).__name__}")
     return rng
+
+
+def edm_P_mean(sigma_data: float, P_mean: float = -1.2, at: float = 0.5) -> float:
+    """EDM's P_mean = -1.2 was chosen for data of std ``at`` = 0.5 (images in [-1, 1]); for data of
+    std sigma_data the same noise-to-data ratios sigma / sigma_data are drawn with
+    P_mean + ln(sigma_data / 0.5) (sigma_data = 1, unit-std latents: -0.51)."""
+    sigma_data = _checks.real("sigma_data", sigma_data, 0.0, lo_open=True)
+    return _checks.real("P_mean", P_mean) + math.log(sigma_data / _checks.real("at", at, 0.0, lo_open=True))
 
 
 def edm_training_sigma(rng, n: int, P_mean: float = -1.2, P_std: float = 1.2):

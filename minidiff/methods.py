@@ -63,6 +63,10 @@ class MethodConfig:
     cm_mu: float = 0.95                # 'cd': EMA decay of the target network
     metric: str = "l2"                 # 'cd', 'ct': distance; 'ict' uses pseudo_huber
     ema_decay: float = 0.999           # EMA of the weights (the model that is sampled)
+    P_mean: float = -1.2               # 'edm' with scheme 'edm': training noise ln(sigma) ~ N(P_mean, P_std^2)
+    P_std: float = 1.2
+
+    LATER_FIELDS: ClassVar[tuple] = ("P_mean", "P_std")   # added since checkpoints were saved without them
 
     def validate(self):
         _checks.choice("method", self.method, METHODS)
@@ -77,6 +81,8 @@ class MethodConfig:
         _checks.finite_number("sigma_data", self.sigma_data, lambda v: v > 0, "in (0, inf)")
         _checks.finite_number("cm_mu", self.cm_mu, lambda v: 0 <= v < 1, "in [0, 1)")
         _checks.finite_number("ema_decay", self.ema_decay, lambda v: 0 <= v < 1, "in [0, 1)")
+        _checks.finite_number("P_mean", self.P_mean, lambda v: True, "a real number")
+        _checks.finite_number("P_std", self.P_std, lambda v: v > 0, "in (0, inf)")
         if self.method == "cd" and not self.teacher:
             raise ValueError("method 'cd' needs teacher: the checkpoint of an 'edm' model")
         return self
@@ -96,16 +102,40 @@ class MethodConfig:
         return config_from_dict(cls, d, what)
 
 
+def later_fields(cls) -> tuple:
+    """The fields of a config class (and of its bases) that were added after checkpoints had been
+    saved without them: each class's ``LATER_FIELDS``.  Their defaults are what those runs did."""
+    return tuple(n for c in cls.__mro__ for n in vars(c).get("LATER_FIELDS", ()))
+
+
+def later_fields_filled(cls, saved: dict) -> dict:
+    """A saved config (a dict) with ``later_fields`` it lacks filled in at their defaults, nested
+    configs (such as the U-Net's) too."""
+    if not isinstance(saved, dict):
+        return saved
+    out, later = dict(saved), later_fields(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in later and f.name not in out:
+            out[f.name] = f.default
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub) and isinstance(out.get(f.name), dict):
+            out[f.name] = later_fields_filled(sub, out[f.name])
+    return out
+
+
 def config_from_dict(cls, d, what: str = "config", allow_missing: bool = False):
     """``cls(**d)`` for a dataclass ``cls``, refusing with a ValueError that names them any
-    unknown field and (unless ``allow_missing``) any missing one.  An instance passes as it is."""
+    unknown field and (unless ``allow_missing``) any missing one, except those in the class's
+    ``LATER_FIELDS`` (added later, their defaults being what older runs did).  An instance
+    passes as it is."""
     if isinstance(d, cls):
         return d
     if not isinstance(d, dict):
         raise TypeError(f"{what} must be a {cls.__name__} or a dict of its fields, got {type(d).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(d) - set(names))
-    missing = [] if allow_missing else [n for n in names if n not in d]
+    later = later_fields(cls)                       # added since older checkpoints: their defaults fill in
+    missing = [] if allow_missing else [n for n in names if n not in d and n not in later]
     if unknown or missing:
         raise ValueError(f"{what} does not match {cls.__name__}: "
                          + "; ".join(([f"unknown field(s) {unknown}"] if unknown else [])
@@ -155,7 +185,8 @@ class Objective:
             return {"t": rng.randint(0, cfg.T, (B,)), "noise": z}
         if cfg.method == "edm":
             scheme = edm.get_scheme(cfg.scheme)
-            sigma = scheme.training_sigma(rng, B)
+            sigma = (edm.edm_training_sigma(rng, B, cfg.P_mean, cfg.P_std) if cfg.scheme == "edm"
+                     else scheme.training_sigma(rng, B))
             weight = scheme.loss_weight(sigma, cfg.sigma_data) if cfg.scheme == "edm" else scheme.loss_weight(sigma)
             return {"sigma": sigma.astype(dtype), "noise": z, "weight": weight.astype(dtype)}
         N, _ = self.levels(k)

@@ -145,7 +145,8 @@ def test_image_only_options_are_refused_on_2d_runs(option, tmp_path, capsys):
     value = [] if action.nargs == 0 else {"--preset": ["tiny"], "--channels": ["1"], "--device": ["cpu"],
                                           "--data-root": [str(tmp_path)], "--model": ["autoencoder"],
                                           "--reg": ["vq"], "--factor": ["2"], "--autoencoder": [str(tmp_path)],
-                                          "--condition": ["text"], "--augment": ["0.2"]}.get(option, ["3"])
+                                          "--condition": ["text"], "--augment": ["0.2"],
+                                          "--ema-std": ["0.1"]}.get(option, ["3"])
     code, err = _run(["train", "--dataset", "8gaussians", "--steps", "2", "--out", str(tmp_path / "o"), option,
                       *value], capsys)
     _assert_one_line(code, err, option)

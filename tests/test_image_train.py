@@ -2,6 +2,7 @@
 after kill -9), two gloo processes agree with one process on the doubled batch, bad input and
 damaged checkpoints give clear errors.  All on scikit-learn's 8x8 digits with the 'tiny' preset."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -92,8 +93,9 @@ def test_batches_walk_a_permutation_per_epoch():
     assert not np.array_equal(batch_indices(100, 10, 3, 10), batch_indices(100, 10, 3, 0))
 
 
-@pytest.mark.parametrize("method,extra", [("edm", {}), ("ct", {}), ("edm", {"augment": 0.5})],  # augment: its draws
-                         ids=["edm", "ct", "edm-augment"])
+@pytest.mark.parametrize("method,extra", [("edm", {}), ("ct", {}), ("edm", {"augment": 0.5}),  # augment: its draws
+                                          ("edm", {"ema_std": 0.1, "lr_decay": 3})],         # EDM2's schedules
+                         ids=["edm", "ct", "edm-augment", "edm-power-ema"])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, method, extra):
     kw = dict(method=method, steps=10, ckpt_every=3, unet=dict(dropout=0.1), **extra)   # dropout: its RNG must resume too
     train_images(tiny(**kw), tmp_path / "a", progress=False)
@@ -204,7 +206,41 @@ def test_wrong_image_size_for_the_model_is_named(tmp_path):
         train_images(tiny(unet=dict(image_size=16)), tmp_path, progress=False)
 
 
+def test_edm2_schedules_reach_the_optimiser_and_the_ema(tmp_path):
+    cfg = tiny(steps=10, warmup=0, lr=2e-3, lr_decay=2, ema_std=0.1)
+    train_images(cfg, tmp_path / "a", progress=False)
+    tensors, state = weights(tmp_path / "a")
+    assert math.isclose(state["optimizer"]["param_groups"][0]["lr"], 2e-3 / math.sqrt(9 / 2))   # step k = 9
+    train_images(tiny(steps=1, ema_std=0.1), tmp_path / "one", progress=False)
+    t1, _ = weights(tmp_path / "one")
+    names = [k[len("model."):] for k in t1 if k.startswith("model.")]
+    assert names and all(torch.equal(t1[f"model.{n}"], t1[f"ema.{n}"]) for n in names)   # step 0 copies
+    train_images(tiny(steps=1), tmp_path / "fixed", progress=False)                      # the fixed EMA does not
+    t2, _ = weights(tmp_path / "fixed")
+    assert not all(torch.equal(t2[f"model.{n}"], t2[f"ema.{n}"]) for n in names)
+
+
+def test_a_checkpoint_from_before_later_fields_loads_and_resumes(edm_run, tmp_path):
+    """Fields added since (LoopConfig.LATER_FIELDS, UNetConfig.LATER_FIELDS) take their defaults, which
+    are what the older runs did; any other missing field is still refused."""
+    out, _ = edm_run
+    tensors, state = load_image_checkpoint(out)
+    for k in ("lr_decay", "ema_std", "P_mean", "P_std"):
+        del state["config"][k]
+    del state["config"]["unet"]["pooled_context"]
+    save_image_checkpoint(tmp_path / "old", tensors, state)
+    model_from_checkpoint(tmp_path / "old")
+    train_images(tiny(steps=41, lr=2e-3), tmp_path / "old", resume=True, progress=False, log=lambda *_: None)
+    assert weights(tmp_path / "old")[1]["step"] == 41
+    del state["config"]["lr"]
+    save_image_checkpoint(tmp_path / "broken", tensors, state)
+    with pytest.raises(ValueError, match=r"missing field\(s\) \['lr'\]"):
+        model_from_checkpoint(tmp_path / "broken")
+
+
 @pytest.mark.parametrize("field,value,match", [("dataset", "cifar", "dataset must be one of"),
+                                               ("ema_std", 0.3, r"ema_std must be .* in \[0, 0.2887\)"),
+                                               ("lr_decay", -1, "lr_decay"),
                                                ("method", "gan", "method must be one of"),
                                                ("lr", -1.0, "lr must be a finite number > 0"),
                                                ("batch_size", 0, "batch_size")])

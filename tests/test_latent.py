@@ -65,6 +65,11 @@ def test_the_preset_sizes_the_unet_for_the_latent(kl_stage):
     # EDM's sigma_data is the data's std, and s makes the latents' std 1 (a pixel model keeps 0.5)
     assert cfg.sigma_data == 1.0 and ImageConfig.from_preset("tiny").sigma_data == 0.5
     assert latent_cfg(kl_stage, sigma_data=0.7).sigma_data == 0.7
+    # EDM's training noise follows: the same sigma / sigma_data as a pixel model's (P_mean -1.2 at 0.5)
+    assert cfg.P_mean == pytest.approx(-1.2 + math.log(2)) and ImageConfig.from_preset("tiny").P_mean == -1.2
+    assert latent_cfg(kl_stage, sigma_data=0.7).P_mean == pytest.approx(-1.2 + math.log(1.4))
+    assert latent_cfg(kl_stage, P_mean=0.3).P_mean == 0.3
+    assert cfg.P_std == 1.0 and ImageConfig.from_preset("tiny").P_std == 1.2 and latent_cfg(kl_stage, P_std=2).P_std == 2
 
 
 def test_training_records_the_autoencoder_and_a_scale_giving_unit_variance(first_stage, tmp_path):

@@ -3,6 +3,7 @@ both trainers; checkpoints' JSON back into the dataclasses, strictly; one table 
 samplers; the command line's choices taken from the library's constants."""
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -32,7 +33,8 @@ def configs():
     ("cm_N", 1, "cm_N must be an integer >= 2"), ("cm_N", 2.5, "cm_N"), ("ema_decay", 1.0, "ema_decay"),
     ("ema_decay", float("nan"), "ema_decay"), ("sigma_data", 0.0, "sigma_data"), ("T", 0, "T must be"),
     ("schedule", "sigmoid", "schedule must be one of"), ("metric", "l3", "metric must be one of"),
-    ("method", "gan", "method must be one of"), ("cm_mu", -0.1, "cm_mu")])
+    ("method", "gan", "method must be one of"), ("cm_mu", -0.1, "cm_mu"), ("P_std", 0.0, "P_std"),
+    ("P_mean", float("nan"), "P_mean"), ("P_std", float("inf"), "P_std")])
 def test_both_trainers_refuse_the_same_bad_method_field(field, value, match):
     for cfg in configs():
         bad = dataclasses.replace(cfg, **{field: value})
@@ -104,6 +106,36 @@ def test_a_partial_dict_takes_the_dataclass_defaults_but_an_unknown_key_is_refus
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="unknown field"):
         sample_from_params(params, {"T": 20, "temperature": 1.0}, 7)
+
+
+def test_later_fields_fill_in_at_their_defaults_and_only_they():
+    """A field added after checkpoints were saved (a class's LATER_FIELDS, its bases' too) may be
+    missing from a saved config: its default is what those runs did.  Nothing else may."""
+    for cfg in configs():
+        cls = type(cfg)
+        later = methods.later_fields(cls)
+        assert {"P_mean", "P_std"} <= set(later)
+        d = json.loads(json.dumps(cfg.to_dict()))
+        old = {k: v for k, v in d.items() if k not in later}
+        assert cls.from_dict(old) == cls.from_dict(d)
+        assert methods.later_fields_filled(cls, old) == d
+    ImageConfig = image_config_class()
+    assert {"lr_decay", "ema_std"} <= set(methods.later_fields(ImageConfig))   # LoopConfig's, through the MRO
+
+
+def test_edm_P_mean_keeps_the_noise_to_data_ratios_of_edm():
+    from minidiff import edm
+    assert edm.edm_P_mean(0.5) == -1.2
+    for sigma_data in (0.25, 1.0, 3.7):     # ln(sigma / sigma_data) has the same law as for sigma_data = 0.5
+        assert math.isclose(edm.edm_P_mean(sigma_data) - math.log(sigma_data), -1.2 - math.log(0.5))
+
+
+def test_edm_training_noise_follows_P_mean_and_P_std():
+    from minidiff.backend import generator
+    for P_mean, P_std in ((-1.2, 1.2), (0.3, 0.5)):
+        obj = methods.Objective(MethodConfig(method="edm", P_mean=P_mean, P_std=P_std))
+        log_sigma = np.log(obj.draw(generator(0), (20000, 2), 0)["sigma"])
+        assert abs(log_sigma.mean() - P_mean) < 0.03 and abs(log_sigma.std() - P_std) < 0.03
 
 
 def test_config_from_dict_allows_missing_only_when_asked():

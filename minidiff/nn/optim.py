@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import _checks
 from ..backend import namespace, tree_leaves, tree_map
 
@@ -101,6 +103,37 @@ def ema_warmup(decay: float, k: int) -> float:
     decay = _checks.real("decay", decay, 0.0, 1.0)
     k = _checks.integer("k", k, 0, 2 ** 62)
     return min(decay, (1 + k) / (10 + k))
+
+
+def power_ema_exponent(sigma_rel: float) -> float:
+    """EDM2 (Karras et al. 2024, eq. 3 and Appendix C.2): the exponent gamma of the power-function
+    EMA whose averaging profile, relative to the training length, has standard deviation
+    sigma_rel.  The profile t^gamma on [0, 1] has sigma_rel^2 = (gamma + 1) / ((gamma + 2)^2
+    (gamma + 3)), i.e. gamma^3 + 7 gamma^2 + (16 - 1/sigma_rel^2) gamma + 12 - 1/sigma_rel^2 = 0:
+    its one positive root (sigma_rel = 0.10: gamma = 6.94; 0.05: 16.97).  sigma_rel < 0.2887
+    (gamma > 0: the profile of a plain average, gamma = 0, is the widest)."""
+    sigma_rel = _checks.real("sigma_rel", sigma_rel, 0.0, 12 ** -0.5, lo_open=True, hi_open=True)
+    a = sigma_rel ** -2
+    roots = np.roots([1.0, 7.0, 16.0 - a, 12.0 - a])
+    return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
+
+
+def power_ema_decay(gamma: float, k: int) -> float:
+    """The power-function EMA's decay after step k (0-based, t = k + 1 updates so far), EDM2
+    eq. 4: beta = (1 - 1/t)^(gamma + 1).  Step 0 copies the weights (beta = 0); the average then
+    always covers a fixed fraction of the run, however long it turns out to be."""
+    gamma = _checks.real("gamma", gamma, 0.0)
+    k = _checks.integer("k", k, 0, 2 ** 62)
+    return (1.0 - 1.0 / (k + 1)) ** (gamma + 1)
+
+
+def inverse_sqrt_decay(t_ref: int, k: int) -> float:
+    """EDM2's learning-rate decay (eq. 15) as a factor: 1 / sqrt(max(k / t_ref, 1)): constant up
+    to step t_ref, then falling as 1 / sqrt(k), with no end of training to know in advance;
+    t_ref = 0 means no decay."""
+    t_ref = _checks.integer("t_ref", t_ref, 0, 2 ** 62)
+    k = _checks.integer("k", k, 0, 2 ** 62)
+    return 1.0 if t_ref == 0 else 1.0 / math.sqrt(max(k / t_ref, 1.0))
 
 
 def ema_update(ema_params, params, decay: float = 0.999):

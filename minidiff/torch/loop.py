@@ -18,14 +18,16 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import _checks, checkpoint
+from ..methods import later_fields_filled
 from ..nn import ema_update
-from ..nn.optim import ema_warmup
+from ..nn.optim import ema_warmup, inverse_sqrt_decay, power_ema_decay, power_ema_exponent
 
 
 @dataclasses.dataclass
@@ -35,8 +37,10 @@ class LoopConfig:
     batch_size: int = 64               # per process; torchrun with P processes trains on P * batch_size
     lr: float = 1e-3
     warmup: int = 200                  # linear learning-rate warm-up (steps), then constant (as EDM)
+    lr_decay: int = 0                  # EDM2's 1 / sqrt(k / lr_decay) decay after step lr_decay (0: none)
     weight_decay: float = 0.0
     ema_decay: float = 0.999
+    ema_std: float = 0.0               # EDM2's power-function EMA of this relative width (0: the fixed ema_decay)
     clip: float = 1.0                  # gradient-norm clipping (0: off)
     seed: int = 0
     max_seconds: float = 0.0           # stop (and save) after this much training time (0: no limit)
@@ -48,6 +52,8 @@ class LoopConfig:
 
     # Fields that may change between a run and its --resume (everything else must match).
     RESUMABLE_CHANGES = ("steps", "max_seconds", "ckpt_every", "sample_every", "n_grid", "compile")
+    # Fields added after runs were saved without them; their defaults are what those runs did.
+    LATER_FIELDS: ClassVar[tuple] = ("lr_decay", "ema_std")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -60,8 +66,10 @@ class LoopConfig:
         for name, ok, allowed in (("lr", lambda v: v > 0, "> 0"), ("weight_decay", lambda v: v >= 0, ">= 0"),
                                   ("clip", lambda v: v >= 0, ">= 0 (0: off)"),
                                   ("max_seconds", lambda v: v >= 0, ">= 0 (0: no limit)"),
-                                  ("ema_decay", lambda v: 0 <= v < 1, "in [0, 1)")):
+                                  ("ema_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
+                                  ("ema_std", lambda v: 0 <= v < 12 ** -0.5, "in [0, 0.2887) (0: off)")):
             _checks.finite_number(name, getattr(self, name), ok, allowed)
+        _checks.int_at_least("lr_decay", self.lr_decay, 0)
         return self
 
 
@@ -140,6 +148,15 @@ def lr_at(cfg, k: int) -> float:
     # hint: cfg.lr * min(1, (k + 1) / max(cfg.warmup, 1))
     return cfg.lr * min(1.0, (k + 1) / max(cfg.warmup, 1))
     # END SOLUTION
+
+
+def ema_decay_at(cfg, k: int) -> float:
+    """The EMA's decay after step k: EDM2's power-function EMA of relative width ``cfg.ema_std``
+    (the average covers the same fraction of the run however long it turns out), or, with
+    ``ema_std = 0``, the fixed ``cfg.ema_decay`` after its warm-up."""
+    if cfg.ema_std:
+        return power_ema_decay(power_ema_exponent(cfg.ema_std), k)
+    return ema_warmup(cfg.ema_decay, k)
 
 
 def batch_indices(n_images: int, global_batch: int, seed: int, k: int) -> np.ndarray:
@@ -285,7 +302,7 @@ class _Run:
 
     def resume(self, log) -> int:
         tensors, state = checkpoint.load_image_checkpoint(self.out)
-        saved, now = state["config"], self.cfg.to_dict()
+        saved, now = later_fields_filled(type(self.cfg), state["config"]), self.cfg.to_dict()
         diff = sorted(k for k in now if k not in self.cfg.RESUMABLE_CHANGES
                       and checkpoint.json_norm(now[k]) != checkpoint.json_norm(saved.get(k)))
         if diff:
@@ -320,7 +337,7 @@ class _Run:
         cfg = self.cfg
         torch.manual_seed(step_seed(cfg.seed, k, 2) + self.dist.rank)  # dropout
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(cfg, k)
+            group["lr"] = lr_at(cfg, k) * inverse_sqrt_decay(cfg.lr_decay, k)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and cfg.bf16):
             loss = self.task.loss(net, k)
         self.opt.zero_grad(set_to_none=True)
@@ -328,7 +345,7 @@ class _Run:
         if cfg.clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
         self.opt.step()
-        ema_into(self.ema, self.model, ema_warmup(cfg.ema_decay, k))
+        ema_into(self.ema, self.model, ema_decay_at(cfg, k))
         self.task.after_step(self.model, k)
         self.pending.append(loss.detach())                             # read back in groups: no GPU sync per step
         if len(self.pending) == 50:

@@ -32,6 +32,7 @@ from ..data.images import DATASET_SHAPES, NUM_CLASSES
 from ..data.images import DATASETS as IMAGE_DATASETS
 from ..data.images import load_images, random_flip, to_model_range
 from ..data.layout import LayoutConfig, canvas_dataset, empty_layout
+from ..edm import edm_P_mean
 from ..guidance import drop_labels
 from ..methods import MethodConfig, Objective, config_from_dict, raw_to_model
 from .latent import (LATENT_STREAM, encoded_dataset, latent_of, latent_scale_factor, load_first_stage,
@@ -63,6 +64,7 @@ PRESETS = {
                 attention_levels=(-2, -1), text=dict(width=128, layers=4, heads=4)),
 }
 LATENT_SIGMA_DATA = 1.0   # a latent model's sigma_data: s = 1 / std makes the latents unit-std
+LATENT_P_STD = 1.0        # a latent model's P_std (EDM2's for its latent models; EDM's 1.2 for pixels)
 TOKENIZER_FILE = "tokenizer.json"   # beside a text-conditioned run's checkpoint
 CONDITIONS = ("", "text", "layout")   # through cross-attention: '' none (or class_conditional's embedding),
                                       # 'text' captions, 'layout' boxes of garments on canvases
@@ -193,6 +195,10 @@ class ImageConfig(MethodConfig, LoopConfig):
             C, size, _ = first_stage_shape(fields["autoencoder"])
             # EDM's sigma_data is the data's std: s z has std 1 by the scale factor's definition
             fields.setdefault("sigma_data", LATENT_SIGMA_DATA)
+            # ... and EDM's training noise at the same sigma / sigma_data as for pixels (P_mean -1.2 + ln 2),
+            # narrower as EDM2 trains its latent models (benchmarks/results/latent_ablation_cpu.md)
+            fields.setdefault("P_mean", edm_P_mean(fields["sigma_data"]))
+            fields.setdefault("P_std", LATENT_P_STD)
         if fields.get("condition") == "layout":                        # canvases; tau as wide as the text's
             fields["layout"] = {"width": PRESETS[name]["text"]["width"], **dict(overrides.get("layout", {}))}
             C, size = 1, LayoutConfig(**fields["layout"]).canvas

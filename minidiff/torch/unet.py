@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -51,6 +52,8 @@ class UNetConfig:
     fourier_scale: float = 16.0                # std of the random Fourier frequencies
     groups: int = 8                            # GroupNorm groups
     augment_dim: int = 0                       # EDM's augment labels (B, augment_dim) as conditioning (0: none)
+
+    LATER_FIELDS: ClassVar[tuple] = ("pooled_context",)         # added since checkpoints were saved without it (then: False)
 
     def __post_init__(self):
         if self.out_channels is None:
