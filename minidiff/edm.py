@@ -205,7 +205,10 @@ def _noise_source(rng, method: str):
     return rng
 
 
-def edm_P_mean(sigma_data: float, P_mean: float = -1.2, at: float = 0.5) -> float:
+P_MEAN, P_STD = -1.2, 1.2   # EDM's training noise ln(sigma) ~ N(P_mean, P_std^2) (section 5, Table 1)
+
+
+def edm_P_mean(sigma_data: float, P_mean: float = P_MEAN, at: float = 0.5) -> float:
     """EDM's P_mean = -1.2 was chosen for data of std ``at`` = 0.5 (images in [-1, 1]); for data of
     std sigma_data the same noise-to-data ratios sigma / sigma_data are drawn with
     P_mean + ln(sigma_data / 0.5) (sigma_data = 1, unit-std latents: -0.51)."""
@@ -213,7 +216,7 @@ def edm_P_mean(sigma_data: float, P_mean: float = -1.2, at: float = 0.5) -> floa
     return _checks.real("P_mean", P_mean) + math.log(sigma_data / _checks.real("at", at, 0.0, lo_open=True))
 
 
-def edm_training_sigma(rng, n: int, P_mean: float = -1.2, P_std: float = 1.2):
+def edm_training_sigma(rng, n: int, P_mean: float = P_MEAN, P_std: float = P_STD):
     """EDM: ln(sigma) ~ N(P_mean, P_std^2).  Returns (n,) NumPy."""
     rng, n = _noise_source(rng, "randn"), _checks.integer("n", n)
     P_mean, P_std = _checks.real("P_mean", P_mean), _checks.real("P_std", P_std, 0.0, lo_open=True)

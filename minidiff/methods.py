@@ -63,8 +63,8 @@ class MethodConfig:
     cm_mu: float = 0.95                # 'cd': EMA decay of the target network
     metric: str = "l2"                 # 'cd', 'ct': distance; 'ict' uses pseudo_huber
     ema_decay: float = 0.999           # EMA of the weights (the model that is sampled)
-    P_mean: float = -1.2               # 'edm' with scheme 'edm': training noise ln(sigma) ~ N(P_mean, P_std^2)
-    P_std: float = 1.2
+    P_mean: float = edm.P_MEAN         # 'edm' with scheme 'edm': training noise ln(sigma) ~ N(P_mean, P_std^2)
+    P_std: float = edm.P_STD
 
     LATER_FIELDS: ClassVar[tuple] = ("P_mean", "P_std")   # added since checkpoints were saved without them
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -150,12 +151,15 @@ def lr_at(cfg, k: int) -> float:
     # END SOLUTION
 
 
+_power_ema_exponent = functools.lru_cache(maxsize=8)(power_ema_exponent)   # one root-finding per run, not per step
+
+
 def ema_decay_at(cfg, k: int) -> float:
     """The EMA's decay after step k: EDM2's power-function EMA of relative width ``cfg.ema_std``
     (the average covers the same fraction of the run however long it turns out), or, with
     ``ema_std = 0``, the fixed ``cfg.ema_decay`` after its warm-up."""
     if cfg.ema_std:
-        return power_ema_decay(power_ema_exponent(cfg.ema_std), k)
+        return power_ema_decay(_power_ema_exponent(cfg.ema_std), k)
     return ema_warmup(cfg.ema_decay, k)
 
 

@@ -53,7 +53,7 @@ class UNetConfig:
     groups: int = 8                            # GroupNorm groups
     augment_dim: int = 0                       # EDM's augment labels (B, augment_dim) as conditioning (0: none)
 
-    LATER_FIELDS: ClassVar[tuple] = ("pooled_context",)         # added since checkpoints were saved without it (then: False)
+    LATER_FIELDS: ClassVar[tuple] = ("pooled_context",)   # added since checkpoints were saved without it
 
     def __post_init__(self):
         if self.out_channels is None:
