@@ -124,8 +124,10 @@ def _add_train_args(p, defaults):
     p.add_argument("--scheme", default=defaults.scheme, choices=SCHEMES,
                    help="method edm: which column of EDM's Table 1 (preconditioning, noise levels, weighting)")
     p.add_argument("--P-mean", type=float_in(), default=None,
-                   help="method edm, scheme edm: training noise levels ln(sigma) ~ N(P_mean, P_std^2) (default -1.2)")
-    p.add_argument("--P-std", type=float_in(0, lo_open=True), default=None, help="(default 1.2)")
+                   help="method edm, scheme edm: training noise levels ln(sigma) ~ N(P_mean, P_std^2) (default "
+                        "EDM's -1.2; latent models -1.2 + ln 2)")
+    p.add_argument("--P-std", type=float_in(0, lo_open=True), default=None,
+                   help="(default EDM's 1.2; latent models 1.0)")
     p.add_argument("--teacher", default="", help="method cd: checkpoint folder of an edm model")
     p.add_argument("--cm-N", type=int_at_least(2), default=defaults.cm_N, help="method cd: number of noise levels")
     p.add_argument("--metric", default=defaults.metric, choices=METRICS,
@@ -385,7 +387,8 @@ def _train_autoencoder(args):
     from .torch.train_autoencoder import AutoencoderTrainConfig, train_autoencoder
 
     _refuse_given(args, {"--method": "method", "--class-conditional": "class_conditional",
-                         "--autoencoder": "autoencoder", "--flip": "flip", "--augment": "augment"},
+                         "--autoencoder": "autoencoder", "--flip": "flip", "--augment": "augment",
+                         "--P-mean": "P_mean", "--P-std": "P_std"},
                   "for diffusion models; --model autoencoder trains the first stage")
     from .torch.train_autoencoder import factor_mults
 

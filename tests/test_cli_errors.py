@@ -326,3 +326,12 @@ def test_an_existing_out_file_is_rewritten(checkpoints, tmp_path):
     out = tmp_path / "grid.png"
     argv = ["sample", "--ckpt", str(checkpoints / "img"), "--n", "4", "--steps", "2", "--out", str(out)]
     assert main(argv) == 0 and main(argv) == 0
+
+
+@pytest.mark.parametrize("option", ["--P-mean", "--P-std"])
+def test_diffusion_noise_options_are_refused_on_an_autoencoder_run(option, tmp_path, capsys):
+    pytest.importorskip("torch")
+    code, err = _run(["train", "--backend", "torch", "--model", "autoencoder", "--dataset", "digits",
+                      "--preset", "tiny", "--out", str(tmp_path / "ae"), option, "0.5"], capsys)
+    _assert_one_line(code, err, option)
+    assert not (tmp_path / "ae").exists()
