@@ -178,6 +178,35 @@ def info_nce(image_emb, text_emb, log_scale, groups=None):
     # END SOLUTION
 
 
+def info_nce_hard_negatives(image_emb, text_emb, log_scale, groups, negative_emb, negative_groups):
+    """``info_nce`` with extra captions that only images choose among: NegCLIP's loss (Yuksekgonul
+    et al. 2023, "When and Why Vision-Language Models Behave like Bags-of-Words", section 5).
+    In-batch negatives differ from a caption mostly by class, so a model can win them while
+    reading the attribute words badly; a hard negative is the caption with one word changed
+    ("a dark sandal" -> "a light sandal"), and each image must now also pick its caption
+    against every one of them.
+
+    image_emb, text_emb: (B, D), row i of each is pair i; negative_emb: (M, D); groups (B,) and
+    negative_groups (M,) caption ids of one numbering (equal ids: the same content).  Image ->
+    caption is a soft-target cross-entropy over the B + M columns [text_emb; negative_emb], a
+    column a positive of image i when its id equals groups[i] (a swapped caption can say exactly
+    what another pair's caption says); caption -> image is ``info_nce``'s, over the B images
+    only (a negative has no image).  With M = 0 this is ``info_nce``.  Returns a scalar."""
+    xp = _pair(image_emb, text_emb)
+    _pair(image_emb, negative_emb, same_rows=False)
+    B, M = image_emb.shape[0], negative_emb.shape[0]
+    g = np.asarray(xp.to_numpy(_groups(groups, B, image_emb)))
+    g_neg = np.asarray(xp.to_numpy(_groups(negative_groups, M, negative_emb)))
+    logits = similarity_logits(image_emb, xp.concatenate([text_emb, negative_emb], axis=0), log_scale)  # (B, B + M)
+    same = g[:, None] == np.concatenate([g, g_neg])[None, :]                 # (B, B + M): positives
+    p_rows = xp.asarray(same / same.sum(axis=1, keepdims=True), like=logits)
+    p_cols = xp.asarray(same[:, :B] / same[:, :B].sum(axis=0, keepdims=True), like=logits)   # (B, B)
+    loss_i2t = -xp.mean(xp.sum(p_rows * (logits - xp.logsumexp(logits, axis=1, keepdims=True)), axis=1))
+    block = logits[:, :B]
+    loss_t2i = -xp.mean(xp.sum(p_cols * (block - xp.logsumexp(block, axis=0, keepdims=True)), axis=0))
+    return (loss_i2t + loss_t2i) / 2
+
+
 # ----------------------------------------------------------------------------------------------
 # The score
 

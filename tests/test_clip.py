@@ -1,6 +1,7 @@
 """minidiff's CLIP-style caption model: the shipped weights reproduce their recorded numbers, the
 encoders' contract, the log-scale clamp, a tiny training run through the one loop, the score's
 ceiling above its floor, bad input, and the score against torchmetrics' CLIPScore fed our model."""
+import dataclasses
 import math
 import warnings
 
@@ -99,11 +100,36 @@ def test_content_groups_join_paraphrases_only():
     assert g[0] == g[1] == g[4] and len({g[0], g[2], g[3]}) == 3
 
 
+def test_a_hard_negative_changes_one_attribute_and_nothing_else():
+    x, y = load_images("fashion-mnist", "train", limit=300)
+    texts = captions(x, y, seed=3, hold_out=False)
+    rng = np.random.default_rng(0)
+    changed = 0
+    for text in texts:
+        neg = clip.hard_negative(text, rng)
+        (k, a), (k_neg, a_neg) = clip.parse_caption(text), clip.parse_caption(neg)
+        assert k_neg == k and a_neg.keys() == a.keys()
+        assert sum(a[n] != a_neg[n] for n in a) == (1 if a else 0), (text, neg)
+        assert len(neg.split()) == len(text.split())              # one word for another, same template
+        changed += neg != text
+    assert changed > 0.8 * len(texts)
+
+
+def test_training_data_numbers_negatives_with_their_captions():
+    cfg = clip.CLIPTrainConfig(limit=200, caption_sets=2, hard_negatives=True)
+    x, ids, groups, (neg_ids, neg_groups) = clip.training_data(cfg)
+    assert ids.shape == neg_ids.shape == (2, 200, 20) and groups.shape == neg_groups.shape == (2, 200)
+    same = groups == neg_groups                                    # captions that say no attribute
+    assert 0 < same.mean() < 0.3
+    assert np.array_equal(ids[same], neg_ids[same]) and not np.any(np.all(ids[~same] == neg_ids[~same], axis=-1))
+    assert clip.training_data(dataclasses.replace(cfg, hard_negatives=False))[3] is None
+
+
 # ----------------------------------------------------------------------------------------------
 # Training through the loop
 
-def _tiny_run(tmp_path, name):
-    cfg = clip.CLIPTrainConfig(steps=8, batch_size=32, lr=3e-3, warmup=1, limit=256, caption_sets=2,
+def _tiny_run(tmp_path, name, **kw):
+    cfg = clip.CLIPTrainConfig(steps=8, batch_size=32, lr=3e-3, warmup=1, limit=256, caption_sets=2, **kw,
                                model=clip.CLIPConfig(channels=(4, 8), embed_dim=16,
                                                      text=clip.TextConfig(vocab_size=clip._tokenizer().get_vocab_size(),
                                                                           context_length=20, width=16, layers=1,
@@ -120,7 +146,14 @@ def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic(tmp_path):
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), k
     assert np.mean(losses1[-3:]) < np.mean(losses1[:3])
-    assert float(m1.log_scale) <= C.LOG_SCALE_MAX
+    assert float(m1.log_scale.detach()) <= C.LOG_SCALE_MAX
+
+
+def test_a_tiny_run_with_hard_negatives_trains_on_its_own_loss(tmp_path):
+    m, losses = _tiny_run(tmp_path, "hn", hard_negatives=True)
+    _, plain = _tiny_run(tmp_path, "plain")
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert losses[0] > plain[0]                       # the same first batch, more captions to choose among
 
 
 # ----------------------------------------------------------------------------------------------

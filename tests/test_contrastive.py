@@ -209,6 +209,76 @@ def test_exact_duplicates_reach_the_entropy_floor_and_need_no_groups():
 
 
 # ----------------------------------------------------------------------------------------------
+# NegCLIP's hard negatives
+
+def reference_hard_negative_loss(I, T, N, log_scale, groups, neg_groups):
+    """NegCLIP with torch's pieces: image -> caption over [T; N] with probability targets (a
+    column is a positive when its id is the image's), caption -> image over the B images."""
+    I, T, N = F.normalize(I, dim=-1), F.normalize(T, dim=-1), F.normalize(N, dim=-1)
+    scale = torch.exp(torch.clamp(log_scale, max=math.log(100)))
+    g, h = torch.as_tensor(groups), torch.as_tensor(np.concatenate([groups, neg_groups]))
+    rows = (g[:, None] == h[None, :]).double()
+    cols = (g[:, None] == g[None, :]).double()
+    logits = scale * I @ torch.cat([T, N]).T
+    return (F.cross_entropy(logits, rows / rows.sum(1, keepdim=True))
+            + F.cross_entropy(logits[:, :len(T)].T, (cols / cols.sum(0, keepdim=True)).T)) / 2
+
+
+NEG_GROUPS = np.array([8, 7, 9, 3, 4])     # 7 and 3: a swapped caption that says what pairs 1, 4 / 0, 2, 5 say
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hard_negative_loss_matches_torch_cross_entropy(backend):
+    I, T = embeddings(30)
+    N = rng(31).standard_normal((5, 4)) * rng(32).uniform(0.3, 5.0, (5, 1))      # M = 5 != B = 6
+    for log_scale in (0.4, 2.7, 5.0):
+        got = host(C.info_nce_hard_negatives(on(backend, I), on(backend, T), log_scale, DUPLICATES,
+                                             on(backend, N), NEG_GROUPS))
+        want = reference_hard_negative_loss(*map(torch.from_numpy, (I, T, N)), torch.tensor(log_scale, dtype=torch.float64),
+                                            DUPLICATES, NEG_GROUPS).item()
+        assert float(got) == pytest.approx(want, rel=1e-12)
+
+
+def test_hard_negative_gradients_match_torch_autograd():
+    I, T = embeddings(33)
+    N = rng(34).standard_normal((5, 4))
+    ts = [torch.from_numpy(a).requires_grad_() for a in (I, T, N)] + [torch.tensor(1.3, dtype=torch.float64,
+                                                                                   requires_grad=True)]
+    want = torch.autograd.grad(reference_hard_negative_loss(*ts[:3], ts[3], DUPLICATES, NEG_GROUPS), ts)
+    f = lambda i, t, n, s: C.info_nce_hard_negatives(i, t, s, DUPLICATES, n, NEG_GROUPS)
+    got_np = [autograd.grad(f, k)(I, T, N, 1.3) for k in range(4)]
+    got_t = torch.autograd.grad(C.info_nce_hard_negatives(ts[0], ts[1], ts[3], DUPLICATES, ts[2], NEG_GROUPS), ts)
+    for a, b, c in zip(got_np, got_t, want):
+        np.testing.assert_allclose(np.asarray(a), c.numpy(), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(b.numpy(), c.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_a_hard_negative_costs_more_the_closer_it_comes_and_never_if_it_says_the_same():
+    I, T = embeddings(35)
+    groups = np.arange(6)
+    far = -I[:1] + 0.01                                        # swapped caption of pair 0, pointing away
+    near = I[:1] * 2.0 + 0.01                                  # ... and the same, now on top of image 0
+    loss = lambda n, g: float(C.info_nce_hard_negatives(I, T, 2.0, groups, n, np.array([g])))
+    assert loss(far, 10) < loss(near, 10)                     # a negative near the image is a real cost
+    assert loss(far, 10) > float(C.info_nce(I, T, 2.0))        # any negative adds to the image's choices
+    # the same caption content (a swap that changed nothing, or a twin): a positive of image 0,
+    # so bringing it close lowers the loss instead
+    assert loss(near, 0) < loss(far, 0)
+    # its caption -> image side is info_nce's: a negative does not enter the columns
+    Tt, It = torch.from_numpy(T).requires_grad_(), torch.from_numpy(I)
+    C.info_nce_hard_negatives(It, Tt, 2.0, groups, torch.from_numpy(near), np.array([10])).backward()
+    assert torch.isfinite(Tt.grad).all()
+
+
+def test_hard_negative_bad_input_names_the_argument():
+    I, T = embeddings(36)
+    with pytest.raises(ValueError, match="negative_emb|text_emb"):
+        C.info_nce_hard_negatives(I, T, 0.0, None, np.ones((3, 5)), np.arange(3))
+    with pytest.raises(ValueError, match="groups"):
+        C.info_nce_hard_negatives(I, T, 0.0, None, np.ones((3, 4)), np.arange(4))
+
+
+# ----------------------------------------------------------------------------------------------
 # The score
 
 @pytest.mark.parametrize("backend", BACKENDS)

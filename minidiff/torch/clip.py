@@ -35,6 +35,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -173,10 +174,12 @@ class CLIPTrainConfig(LoopConfig):
     ckpt_every: int = 0
     sample_every: int = 0
     caption_sets: int = 3              # captions drawn per image (seeds 0..K-1): paraphrases of one content
+    hard_negatives: bool = False       # NegCLIP: each caption with one attribute word swapped, a negative for images
     limit: int = 0                     # train images (0: all 60,000)
     model: CLIPConfig = dataclasses.field(default_factory=CLIPConfig)
 
     RESUMABLE_CHANGES = LoopConfig.RESUMABLE_CHANGES
+    LATER_FIELDS: ClassVar[tuple] = ("hard_negatives",)   # added since runs were saved without it
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -185,11 +188,15 @@ class CLIPTrainConfig(LoopConfig):
 
 
 class CaptionCLIPTask(Task):
-    """Symmetric InfoNCE with content groups on (train image, one of its K captions) pairs."""
+    """Symmetric InfoNCE with content groups on (train image, one of its K captions) pairs; with
+    ``negatives`` (ids (K, N, L), groups (K, N): each caption with one attribute word swapped),
+    NegCLIP's loss (``contrastive.info_nce_hard_negatives``) with the batch's B swapped captions."""
 
-    def __init__(self, cfg: CLIPTrainConfig, images_u8: np.ndarray, ids: np.ndarray, groups: np.ndarray):
+    def __init__(self, cfg: CLIPTrainConfig, images_u8: np.ndarray, ids: np.ndarray, groups: np.ndarray,
+                 negatives=None):
         self.cfg, self.x = cfg, torch.from_numpy(images_u8)           # (N, 1, 28, 28) uint8
         self.ids, self.groups = torch.from_numpy(ids), torch.from_numpy(groups)   # (K, N, L), (K, N)
+        self.negatives = None if negatives is None else tuple(map(torch.from_numpy, negatives))
 
     def build(self, device, dist):
         self.device = device
@@ -202,30 +209,49 @@ class CaptionCLIPTask(Task):
         x = to_model_range(self.x[idx]).to(self.device)                                             # (B, 1, 28, 28)
         ids, groups = self.ids[which, idx].to(self.device), self.groups[which, idx]                 # (B, L), (B,)
         I, T, t = net(x, ids)
-        return contrastive.info_nce(I, T, t, groups)
+        if self.negatives is None:
+            return contrastive.info_nce(I, T, t, groups)
+        neg_ids, neg_groups = self.negatives[0][which, idx].to(self.device), self.negatives[1][which, idx]
+        return contrastive.info_nce_hard_negatives(I, T, t, groups, net.text_features(neg_ids), neg_groups)
 
     def after_step(self, model, k: int):
         model.clamp_log_scale_()
 
 
+def hard_negative(text: str, rng) -> str:
+    """NegCLIP's hard negative of a caption: one of the attribute words it says (drawn by ``rng``)
+    swapped to its opposite (``swap_attribute``); a caption that says none is its own copy (the
+    same content id, so a positive, not a false negative)."""
+    said = list(parse_caption(text)[1])
+    return swap_attribute(text, said[rng.integers(len(said))]) if said else text
+
+
 def training_data(cfg: CLIPTrainConfig, root=None):
-    """(images uint8 (N, 1, 28, 28), ids (K, N, L), groups (K, N)): the train split with K caption
-    sets (seeds 0..K-1), the content ids shared across the sets.  No combination is held out: the
-    scorer should know every caption it will be asked to judge (the held-out combinations concern
-    the diffusion models' training captions, not the judge's)."""
+    """(images uint8 (N, 1, 28, 28), ids (K, N, L), groups (K, N), negatives): the train split with
+    K caption sets (seeds 0..K-1), the content ids shared across the sets; ``negatives`` (ids
+    (K, N, L), groups (K, N) in the same numbering) the hard negatives of every caption, or None
+    without ``cfg.hard_negatives``.  No combination is held out: the scorer should know every
+    caption it will be asked to judge (the held-out combinations concern the diffusion models'
+    training captions, not the judge's)."""
     from ..data.images import load_images
 
     x, y = load_images("fashion-mnist", "train", root=root, limit=cfg.limit or None)
     texts = [captions(x, y, seed=s, hold_out=False) for s in range(cfg.caption_sets)]
-    ids = np.stack([encode(_tokenizer(), t, cfg.model.text.context_length) for t in texts])   # (K, N, L)
-    groups = content_groups([t for ts in texts for t in ts]).reshape(len(texts), len(y))     # (K, N)
-    return x, ids, groups
+    flat = [t for ts in texts for t in ts]
+    if cfg.hard_negatives:
+        rng = np.random.default_rng(step_seed(cfg.seed, 0, 2))
+        flat += [hard_negative(t, rng) for t in flat]
+    K, N, L = len(texts), len(y), cfg.model.text.context_length
+    ids = encode(_tokenizer(), flat, L).reshape(-1, K, N, L)                                   # (1 or 2, K, N, L)
+    groups = content_groups(flat).reshape(-1, K, N)                                           # (1 or 2, K, N)
+    negatives = (ids[1], groups[1]) if cfg.hard_negatives else None
+    return x, ids[0], groups[0], negatives
 
 
 def train(cfg: CLIPTrainConfig, run_dir, root=None, progress: bool = True, log=print):
     """Train with ``train_loop`` into ``run_dir``; returns (the EMA model in eval mode, loop result)."""
-    x, ids, groups = training_data(cfg, root)
-    task = CaptionCLIPTask(cfg, x, ids, groups)
+    x, ids, groups, negatives = training_data(cfg, root)
+    task = CaptionCLIPTask(cfg, x, ids, groups, negatives)
     result = train_loop(task, cfg.validate_loop(), run_dir, device="cpu", progress=progress, log=log, desc="caption clip")
     from .. import checkpoint
 
@@ -451,6 +477,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=0.0,
                         help="stop after this much training time (0: no limit); the record says the steps done")
+    parser.add_argument("--hard-negatives", action="store_true",
+                        help="NegCLIP's loss: each caption with one attribute word swapped is a negative too "
+                             "(off by default: it did not reach the attribute-swap target, benchmarks/results/caption_clip.md)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--root", default=None, help="folder of the Fashion-MNIST IDX files (default: Debian's)")
     args = parser.parse_args(argv)
@@ -459,13 +488,15 @@ def main(argv=None) -> int:
         print(json.dumps(_rounded(measure(load_caption_model(args.weights), root=args.root)), indent=2))
         return 0
     cfg = CLIPTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          max_seconds=args.max_seconds)
+                          max_seconds=args.max_seconds, hard_negatives=args.hard_negatives)
     with tempfile.TemporaryDirectory() as tmp:
         model, result = train(cfg, args.run_dir or tmp, args.root)
     command = shlex.join(["python", "-m", "minidiff.torch.clip", *(sys.argv[1:] if argv is None else argv)])
     record = {"train_command": command, "seed": args.seed, "train": {k: v for k, v in cfg.to_dict().items() if k != "model"},
               "loss": "symmetric InfoNCE (CLIP Figure 3), duplicate captions grouped by content (class + attribute "
-                      "words said); learnable log scale clamped to log 100 after each step; the EMA weights shipped",
+                      "words said)" + ("; NegCLIP's hard negatives (each caption with one attribute word swapped, "
+                                       "among the images' choices)" if cfg.hard_negatives else "")
+                      + "; learnable log scale clamped to log 100 after each step; the EMA weights shipped",
               "train_split": "fashion-mnist train (60,000), K caption sets (seeds 0..K-1), no combination held out",
               "steps_done": result["steps"], "training_seconds": round(result["seconds"], 1), "final_loss": round(float(np.mean(result["losses"][-50:])), 4),
               "threads": args.threads, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
