@@ -70,6 +70,10 @@ def test_the_preset_sizes_the_unet_for_the_latent(kl_stage):
     assert latent_cfg(kl_stage, sigma_data=0.7).P_mean == pytest.approx(-1.2 + math.log(1.4))
     assert latent_cfg(kl_stage, P_mean=0.3).P_mean == 0.3
     assert cfg.P_std == 1.0 and ImageConfig.from_preset("tiny").P_std == 1.2 and latent_cfg(kl_stage, P_std=2).P_std == 2
+    # the cpu preset's latent U-Net: twice as wide (a latent step costs far less than a pixel one)
+    cpu = ImageConfig.from_preset("cpu", dataset="digits", method="edm", autoencoder=str(kl_stage))
+    assert cpu.unet.base_channels == 32 and cpu.unet.channel_mults == (1, 2)
+    assert ImageConfig.from_preset("cpu", dataset="fashion-mnist").unet.base_channels == 16
 
 
 def test_training_records_the_autoencoder_and_a_scale_giving_unit_variance(first_stage, tmp_path):
