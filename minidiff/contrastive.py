@@ -191,7 +191,7 @@ def info_nce_hard_negatives(image_emb, text_emb, log_scale, groups, negative_emb
     caption is a soft-target cross-entropy over the B + M columns [text_emb; negative_emb], a
     column a positive of image i when its id equals groups[i] (a swapped caption can say exactly
     what another pair's caption says); caption -> image is ``info_nce``'s, over the B images
-    only (a negative has no image).  With M = 0 this is ``info_nce``.  Returns a scalar."""
+    only (a negative has no image).  Without the M negative columns this is ``info_nce``.  Returns a scalar."""
     xp = _pair(image_emb, text_emb)
     _pair(image_emb, negative_emb, same_rows=False)
     B, M = image_emb.shape[0], negative_emb.shape[0]

@@ -264,7 +264,7 @@ def test_a_hard_negative_costs_more_the_closer_it_comes_and_never_if_it_says_the
     # the same caption content (a swap that changed nothing, or a twin): a positive of image 0,
     # so bringing it close lowers the loss instead
     assert loss(near, 0) < loss(far, 0)
-    # its caption -> image side is info_nce's: a negative does not enter the columns
+    # and the torch backend's backward pass runs through the extended columns to the captions
     Tt, It = torch.from_numpy(T).requires_grad_(), torch.from_numpy(I)
     C.info_nce_hard_negatives(It, Tt, 2.0, groups, torch.from_numpy(near), np.array([10])).backward()
     assert torch.isfinite(Tt.grad).all()
