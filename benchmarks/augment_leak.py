@@ -15,7 +15,9 @@ labels, zero when sampling, so the clean distribution should keep the data's rat
    the flip label 1: the direct test of whether the U-Net uses its labels.
 2. **What it buys** (``--fd``, ``--p-fd``): FD on the shipped classifier's features of unconditional runs on a
    small training set (the first ``--fd-images``, default 2,000), with and without augmentation at equal
-   steps (EDM: augmentation matters when data is scarce).
+   steps (EDM: augmentation matters when data is scarce), and the memorisation ratio (Gu et al.
+   2023): the fraction of samples whose nearest training image is closer than a third of the second
+   nearest, beside the same for as many held-out test images (what a model that generalises scores).
 
     OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --steps 1000 --p 0.5 --variants augment --probe --n 100 --tag cpu_p5_1000
     OMP_NUM_THREADS=1 python benchmarks/augment_leak.py --no-leak --steps 400 --p-fd 0.12 --n-fd 500 --tag cpu_fd
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 
 from minidiff.data.images import from_model_range, load_images
+from minidiff.metrics import memorization_ratio, nearest_neighbour_distances
 from minidiff.torch.evaluate import evaluate_images
 from minidiff.torch.sampling import sample_images
 from minidiff.torch.train import ImageConfig, model_from_checkpoint, train_images
@@ -121,10 +124,27 @@ def leak(args, work: Path) -> dict:
     return report
 
 
+def flat(images) -> np.ndarray:
+    """uint8 images (N, C, H, W) -> (N, C*H*W) float64 in [0, 1]."""
+    a = np.asarray(images, dtype=np.float64) / 255.0
+    return a.reshape(a.shape[0], -1)
+
+
+def copying(images, training) -> dict:
+    """How close ``images`` lie to the training set: the fraction that copy a training image
+    (d1 < d2 / 3, ``memorization_ratio``) and the mean distance to the nearest one."""
+    d = nearest_neighbour_distances(flat(images), flat(training), k=1)
+    return {"memorization_ratio": round(memorization_ratio(flat(images), flat(training)), 4),
+            "mean_nearest_training_distance": round(float(d.mean()), 4)}
+
+
 def fd(args, work: Path) -> dict:
     """Unconditional runs on the first ``--fd-images`` training images, with and without
-    augmentation (p = --p-fd), at the same steps; FD of ``--n-fd`` samples against 10,000 test images."""
+    augmentation (p = --p-fd), at the same steps; FD of ``--n-fd`` samples against 10,000 test images,
+    and how many samples copy a training image, beside what as many held-out test images score."""
     report, steps = {"p": args.p_fd, "training_images": args.fd_images}, args.fd_steps or args.steps
+    training = load_images("fashion-mnist", "train", limit=args.fd_images)[0]
+    report["test images (reference)"] = copying(load_images("fashion-mnist", "test", limit=args.n_fd)[0], training)
     for variant in args.fd_variants:
         run_args = argparse.Namespace(**{**vars(args), "steps": steps, "seconds": args.fd_seconds or args.seconds})
         k, secs = train(variant, run_args, work / f"fd-{variant}", args.p_fd, limit=args.fd_images)
@@ -135,7 +155,8 @@ def fd(args, work: Path) -> dict:
         report[variant] = {"steps": k, "train_seconds": round(secs, 1),
                            "sample_seconds": round(time.perf_counter() - t0, 1),
                            **{key: v for key, v in evaluate_images(x).items()
-                              if key in ("fd", "kid_mean", "n_samples", "n_reference")}}
+                              if key in ("fd", "kid_mean", "n_samples", "n_reference")},
+                           **copying(from_model_range(x).cpu().numpy(), training)}
         print(variant, report[variant], flush=True)
     return report
 

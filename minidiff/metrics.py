@@ -5,6 +5,8 @@ The 2-D distances take x: (N, d) and y: (M, d) arrays of either backend and retu
 The feature metrics (``feature_statistics``, ``trace_sqrt_product``, ``frechet_distance``,
 ``polynomial_mmd2``, ``kid``) are NumPy only, in float64: features (N, D) come from a feature
 network (``minidiff.torch.evaluate.image_features``), and these functions never see an image.
+Memorisation (``nearest_neighbour_distances``, ``memorization_ratio``) compares flattened images
+with the training set directly, NumPy, float64.
 """
 from __future__ import annotations
 
@@ -347,3 +349,51 @@ def kid(features_x, features_y, subsets: int = 100, subset_size: int = 1000, see
         values[s] = polynomial_mmd2(x[ix], y[iy])
     return float(values.mean()), float(values.std())
     # END SOLUTION
+
+
+# ----------------------------------------------------------------------------------------------
+# Memorisation: does a model return its training images?  NumPy, float64, on flattened images.
+
+def nearest_neighbour_distances(x, reference, k: int = 2, chunk: int = 256) -> np.ndarray:
+    """Euclidean distances from each row of ``x`` (N, D) to its ``k`` nearest rows of
+    ``reference`` (M, D), nearest first: (N, k), float64.  Images go in flattened, (N, C*H*W).
+
+    The k nearest are found with the expanded ||a||^2 + ||b||^2 - 2 a.b (``chunk`` rows of x at a
+    time), then their distances are recomputed directly, so a copy of a reference row is at 0.
+    """
+    a = _features("x", x, min_rows=1)
+    k = _checks.integer("k", k, 1, 10 ** 6)
+    b = _features("reference", reference, min_rows=k)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x and reference must have the same number of columns D, got {a.shape[1]} and {b.shape[1]}")
+    chunk = _checks.integer("chunk", chunk, 1, 10 ** 6)
+    bb = np.sum(b * b, axis=1)
+    out = np.empty((a.shape[0], k))
+    for lo in range(0, a.shape[0], chunk):
+        rows = a[lo:lo + chunk]                                               # (n, D)
+        d2 = np.sum(rows * rows, axis=1)[:, None] + bb[None, :] - 2 * rows @ b.T   # (n, M)
+        idx = np.argpartition(d2, k - 1, axis=1)[:, :k]                       # (n, k), unordered
+        exact = np.sqrt(np.sum((rows[:, None, :] - b[idx]) ** 2, axis=2))     # (n, k)
+        out[lo:lo + chunk] = np.sort(exact, axis=1)
+    return out
+
+
+def memorization_ratio(samples, training, threshold: float = 1 / 3) -> float:
+    """The fraction of ``samples`` that copy a training image (Gu et al. 2023, after Yoon et al.
+    2023): a sample is a copy when its nearest training image is closer than ``threshold`` times
+    its second nearest, d1 < threshold * d2.  Duplicate training rows are merged first, so a copy
+    of an image stored twice is still a copy (its d2 is to another image).
+
+    samples: (N, D), training: (M, D) with at least 2 distinct rows, flattened images on one scale.
+    threshold in (0, 1].  A model that generalises scores about what held-out real images score.
+    """
+    threshold = _checks.real("threshold", threshold, 0.0, 1.0, lo_open=True)
+    x, train = _features("samples", samples, min_rows=1), _features("training", training, min_rows=2)
+    if x.shape[1] != train.shape[1]:
+        raise ValueError(f"samples and training must have the same number of columns D, "
+                         f"got {x.shape[1]} and {train.shape[1]}")
+    train = np.unique(train, axis=0)            # an image stored twice is one image: d2 is to another
+    if train.shape[0] < 2:
+        raise ValueError("training needs at least 2 distinct rows (a nearest and a second nearest image)")
+    d = nearest_neighbour_distances(x, train, k=2)                            # (N, 2)
+    return float(np.mean(d[:, 0] < threshold * d[:, 1]))
