@@ -87,6 +87,33 @@ def test_thresholds_are_the_training_set_medians(train):
         np.testing.assert_allclose(fitted[name], table, rtol=1e-12, err_msg=name)
 
 
+def test_bands_are_the_training_set_quantiles(train):
+    x, y, _, _ = train
+    lo, hi = C.fit_thresholds(x, y, q=C.BAND[0]), C.fit_thresholds(x, y, q=C.BAND[1])
+    for name, (table_lo, table_hi) in C.BANDS.items():
+        np.testing.assert_allclose(lo[name], table_lo, rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(hi[name], table_hi, rtol=1e-12, err_msg=name)
+        assert np.all(np.asarray(table_lo) < C.THRESHOLDS[name]) and np.all(C.THRESHOLDS[name] < np.asarray(table_hi))
+
+
+def test_a_caption_says_a_word_only_outside_its_class_band(train):
+    x, y, text, attrs = train
+    said = C.caption_attributes(x[:3000], y[:3000])
+    xc = x[:3000, 0].astype(np.float32)
+    for name in C.BANDS:
+        v = C.measure(name, xc)
+        lo, hi = (np.asarray(t)[y[:3000]] for t in C.BANDS[name])
+        inside = (v >= lo) & (v <= hi)
+        assert 0.12 < inside.mean() < 0.28, name                    # about the middle fifth of each class
+        assert set(said[name][inside]) == {""}, name
+        np.testing.assert_array_equal(said[name][~inside], attrs[name][:3000][~inside])
+        # the captions: never a word of this attribute inside the band; outside, about MENTION_P of them
+        named = np.array([name in C.parse_caption(t)[1] for t in text])
+        assert not named[inside].any(), name
+        assert abs(named[~inside & (attrs[name][:3000] != "")].mean() - C.MENTION_P) < 0.05, name
+    np.testing.assert_array_equal(said["facing"], attrs["facing"][:3000])      # a fact: always sayable
+
+
 def test_each_attribute_splits_each_class_about_in_half(train):
     _, y, _, attrs = train
     for name, values in (("brightness", "light"), ("size", "large"), ("pattern", "patterned")):
@@ -191,7 +218,7 @@ def test_parse_rejects_a_text_without_or_with_two_classes():
     (np.zeros((1, 28, 28), np.uint8), [0.5], r"labels must be integers"),
 ])
 def test_bad_images_or_labels_name_the_argument(images, labels, match):
-    for f in (C.attributes, C.brightness, C.facing, C.captions, C.fit_thresholds):
+    for f in (C.attributes, C.caption_attributes, C.brightness, C.facing, C.captions, C.fit_thresholds):
         with pytest.raises(ValueError, match=match):
             f(images, labels)
 
@@ -208,6 +235,9 @@ def test_bad_caption_arguments_name_them():
         C.captions(canvas(), [0], seed=-1)
     with pytest.raises(ValueError, match="attrs must hold the attribute"):
         C.is_held_out([0], {"size": np.array(["small"])})
+    for q in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="q must"):
+            C.fit_thresholds(canvas(), [0], q=q)
 
 
 def test_held_out_prompts_each_ask_for_a_held_out_combination():

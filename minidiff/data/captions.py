@@ -7,7 +7,9 @@ asked for (attribute accuracy), through ``parse_caption``.
 
 Brightness, size and pattern compare a measure with a per-class threshold, the median over the
 training set (``fit_thresholds``; the table ``THRESHOLDS``), so each splits each class about in
-half.  Facing is a fact, not a relative judgement: its threshold is 0.  Fashion-MNIST's footwear
+half.  A caption names them only where they are clearly true (``caption_attributes``): an image
+inside the middle fifth of its class (between the 0.4 and 0.6 quantiles, ``BANDS``) is neither
+dark nor light to a reader, and a word decided there by a hair would teach noise.  Facing is a fact, not a relative judgement: its threshold is 0.  Fashion-MNIST's footwear
 almost all points its toe to the left (the toe is the low, far end; the shaft, heel counter or
 ankle strap stands above the other end): of the training set's sandals 8.0 % face right, of its
 sneakers 0.25 %, of its ankle boots none.
@@ -73,6 +75,27 @@ THRESHOLDS = {
              0.2512755102040816, 0.5969387755102041, 0.2895408163265306, 0.5408163265306123, 0.4336734693877551),
     "pattern": (48.74039829672327, 82.5138612412178, 57.24533915654429, 63.657362667489124, 61.01384770889488,
                 124.9921875, 58.05068868483413, 93.81088621961601, 55.30021459227468, 67.74951520718514),
+}
+# The middle band of each class: the training set's BAND quantiles of each measure (fit_thresholds
+# with q = 0.4 and q = 0.6; tests/test_captions.py recomputes them).  An image whose measure lies
+# inside its class's band is about as dark as it is light, so its caption names neither word.
+BAND = (0.4, 0.6)
+BANDS = {
+    "brightness": (
+        (145.07114832535885, 166.34616397857332, 148.38170765404806, 161.3930630220666, 174.75266771527725,
+         122.46651785714286, 128.61612965781478, 138.7552773826458, 165.51096598639455, 171.54642985935808),
+        (176.39582505822344, 185.26985507246377, 180.3502711323764, 186.21871162219492, 191.8233248109087,
+         137.21810889230244, 163.98784482196427, 153.51355975485188, 181.17888695652172, 183.29925236281562)),
+    "size": (
+        (0.5318877551020408, 0.3125, 0.5956632653061225, 0.37244897959183676, 0.5612244897959183, 0.22704081632653061,
+         0.5778061224489796, 0.2780612244897959, 0.5127551020408163, 0.41581632653061223),
+        (0.5599489795918368, 0.32908163265306123, 0.6339285714285714, 0.4145408163265306, 0.5931122448979592,
+         0.274234693877551, 0.6147959183673469, 0.3022959183673469, 0.5676020408163265, 0.4528061224489796)),
+    "pattern": (
+        (44.16975747563983, 79.0429865666979, 54.14209610784953, 57.8996673459996, 57.079982215005124,
+         117.22016842105263, 53.299396583060705, 88.41346472646896, 50.87913379073756, 64.0268751722928),
+        (54.27057337711543, 86.20698503207413, 60.599324615875275, 70.5397384305835, 65.3703031853149,
+         134.66097972972972, 63.146060808076, 99.37559377559377, 59.92519673934505, 72.02098533554864)),
 }
 FACING_THRESHOLD = 0.0     # facing_score > 0: the toe points right
 
@@ -182,14 +205,18 @@ def measure(name: str, x: np.ndarray) -> np.ndarray:
     return np.concatenate([f(x[i:i + CHUNK]) for i in range(0, len(x), CHUNK)])
 
 
-def fit_thresholds(images, labels) -> dict:
-    """The per-class thresholds: for brightness, size and pattern, the median of the measure over
-    each class's images (NaNs left out).  Returns {attribute: (10,) float64}."""
+def fit_thresholds(images, labels, q: float = 0.5) -> dict:
+    """The per-class thresholds: for brightness, size and pattern, the q-quantile (default: the
+    median) of the measure over each class's images (NaNs left out).  Returns {attribute: (10,)
+    float64}; q = BAND[0] and BAND[1] give the table BANDS."""
+    from .._checks import real
+
+    q = real("q", q, 0.0, 1.0)
     x, y = _checked(images, labels)
     out = {}
     for name in MEASURES:
         v = measure(name, x)
-        out[name] = np.array([np.nanmedian(v[y == k]) if np.any((y == k) & ~np.isnan(v)) else np.nan
+        out[name] = np.array([np.nanquantile(v[y == k], q) if np.any((y == k) & ~np.isnan(v)) else np.nan
                               for k in range(NUM_CLASSES)])
     return out
 
@@ -242,6 +269,19 @@ def attributes(images, labels) -> dict:
     x, y = _checked(images, labels)
     return {"brightness": _split("brightness", x, y), "size": _split("size", x, y), "facing": _facing(x, y),
             "pattern": _split("pattern", x, y)}
+
+
+def caption_attributes(images, labels) -> dict:
+    """What a caption may say: ``attributes``, with "" where the image lies inside its class's
+    middle band (BANDS) of brightness, size or pattern, where neither word is clearly true.
+    Facing is a fact and is kept."""
+    x, y = _checked(images, labels)
+    out = attributes(x, y)
+    for name in MEASURES:
+        v = measure(name, x)
+        lo, hi = (np.asarray(t, dtype=np.float64)[y] for t in BANDS[name])
+        out[name] = np.where((v < lo) | (v > hi), out[name], "").astype(object)   # NaN: inside, ""
+    return out
 
 
 def is_held_out(labels, attrs) -> np.ndarray:
@@ -326,7 +366,7 @@ def captions(images, labels, seed: int = 0, hold_out: bool = False) -> list:
 
     seed = int_at_least("seed", seed, 0)
     x, y = _checked(images, labels)
-    attrs = attributes(x, y)
+    attrs = caption_attributes(x, y)
     return [caption(int(y[i]), {name: str(attrs[name][i]) for name in ATTRIBUTES},
                     np.random.default_rng((seed, i)), hold_out=hold_out) for i in range(len(y))]
 

@@ -505,7 +505,7 @@ def main(argv=None) -> int:
     shipped = load_caption_model(weights)                                # the float16 file's numbers
     record_path = weights.with_suffix(".json")
     saved = json.loads(record_path.read_text())
-    saved["log_scale"] = round(float(shipped.log_scale), 4)
+    saved["log_scale"] = round(float(shipped.log_scale.detach()), 4)
     saved["test"] = _rounded(measure(shipped, root=args.root))
     _atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(saved, indent=2) + "\n"))
     print(json.dumps(saved, indent=2))
