@@ -9,10 +9,11 @@ Brightness, size and pattern compare a measure with a per-class threshold, the m
 training set (``fit_thresholds``; the table ``THRESHOLDS``), so each splits each class about in
 half.  A caption names them only where they are clearly true (``caption_attributes``): an image
 inside the middle fifth of its class (between the 0.4 and 0.6 quantiles, ``BANDS``) is neither
-dark nor light to a reader, and a word decided there by a hair would teach noise.  Facing is a fact, not a relative judgement: its threshold is 0.  Fashion-MNIST's footwear
-almost all points its toe to the left (the toe is the low, far end; the shaft, heel counter or
-ankle strap stands above the other end): of the training set's sandals 8.0 % face right, of its
-sneakers 0.25 %, of its ankle boots none.
+dark nor light to a reader, and a word decided there by a hair would teach noise.  Facing is a
+fact, not a relative judgement: its threshold is 0.  Fashion-MNIST's footwear almost all points
+its toe to the left (the toe is the low, far end; the shaft, heel counter or ankle strap stands
+above the other end): of the training set's sandals 8.0 % face right, of its sneakers 0.25 %, of
+its ankle boots none.
 
 Some attribute-class combinations (``HELD_OUT``, e.g. no "dark sandal") never appear in training
 captions, to measure whether a text-conditioned model composes them.
@@ -227,12 +228,17 @@ def fit_thresholds(images, labels, q: float = 0.5) -> dict:
 WORDS = {"brightness": ("dark", "light"), "size": ("small", "large"), "pattern": ("plain", "patterned")}
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The words of a thresholded attribute for checked images x (N, 28, 28) and labels y (N,)."""
+def _split(name: str, x: np.ndarray, y: np.ndarray, clear_only: bool = False) -> np.ndarray:
+    """The words of a thresholded attribute for checked images x (N, 28, 28) and labels y (N,):
+    the side of the class median; with ``clear_only``, "" inside the class's band (BANDS)."""
     below, above = WORDS[name]
     v = measure(name, x)
     t = np.asarray(THRESHOLDS[name], dtype=np.float64)[y]
-    return np.where(np.isnan(v), "", np.where(v > t, above, below)).astype(object)
+    words = np.where(np.isnan(v), "", np.where(v > t, above, below))
+    if clear_only:
+        lo, hi = (np.asarray(b, dtype=np.float64)[y] for b in BANDS[name])
+        words = np.where((v < lo) | (v > hi), words, "")                 # NaN compares False: ""
+    return words.astype(object)
 
 
 def _facing(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -276,12 +282,8 @@ def caption_attributes(images, labels) -> dict:
     middle band (BANDS) of brightness, size or pattern, where neither word is clearly true.
     Facing is a fact and is kept."""
     x, y = _checked(images, labels)
-    out = attributes(x, y)
-    for name in MEASURES:
-        v = measure(name, x)
-        lo, hi = (np.asarray(t, dtype=np.float64)[y] for t in BANDS[name])
-        out[name] = np.where((v < lo) | (v > hi), out[name], "").astype(object)   # NaN: inside, ""
-    return out
+    return {"brightness": _split("brightness", x, y, True), "size": _split("size", x, y, True),
+            "facing": _facing(x, y), "pattern": _split("pattern", x, y, True)}
 
 
 def is_held_out(labels, attrs) -> np.ndarray:
