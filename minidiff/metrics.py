@@ -367,11 +367,10 @@ def nearest_neighbour_distances(x, reference, k: int = 2, chunk: int = 256) -> n
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"x and reference must have the same number of columns D, got {a.shape[1]} and {b.shape[1]}")
     chunk = _checks.integer("chunk", chunk, 1, 10 ** 6)
-    bb = np.sum(b * b, axis=1)
     out = np.empty((a.shape[0], k))
     for lo in range(0, a.shape[0], chunk):
         rows = a[lo:lo + chunk]                                               # (n, D)
-        d2 = np.sum(rows * rows, axis=1)[:, None] + bb[None, :] - 2 * rows @ b.T   # (n, M)
+        d2 = _pairwise_sq_dists(np, rows, b)                                  # (n, M)
         idx = np.argpartition(d2, k - 1, axis=1)[:, :k]                       # (n, k), unordered
         exact = np.sqrt(np.sum((rows[:, None, :] - b[idx]) ** 2, axis=2))     # (n, k)
         out[lo:lo + chunk] = np.sort(exact, axis=1)
