@@ -7,7 +7,8 @@
 #   (b) latent EDM:       minidiff train --method edm --autoencoder AE --max-seconds $BUDGET for each, then eval
 #   (c) pixel EDM:        minidiff train --method edm --max-seconds $BUDGET (the same preset), then eval
 #   (d) the compute table: benchmarks/latent_compute.py (U-Net FLOPs and time per training image, sampling time)
-#   (e) summary.json/.md: FD, KID and images/s of both; FD latent / FD pixel; U-Net time per training image
+#   (e) summary.json/.md: FD (Heun 18 and EDM's stochastic sampler), KID and images/s of both; FD latent / FD pixel;
+#       U-Net time per training image
 #
 #   bash benchmarks/latent_fashion_mnist.sh                    # GPU (one H100/H200): under 9 minutes
 #   MODE=cpu bash benchmarks/latent_fashion_mnist.sh           # a 2-core laptop: 10 min of diffusion training each
@@ -95,6 +96,9 @@ for side in $SIDES pixel; do
   stage "$side: eval ($N samples, heun 18)"
   "$PY" -m minidiff.cli eval --ckpt "$RUN_DIR/$side" --n "$N" --sampler heun --steps 18 --batch-size "$SB" \
     --n-reference "$NREF" --out "$RESULTS/${side}_eval.json" "${DEV[@]}" 2>&1 | quiet
+  stage "$side: eval ($N samples, EDM stochastic, 40 steps, S_churn 40: gamma at its cap sqrt 2 - 1)"
+  "$PY" -m minidiff.cli eval --ckpt "$RUN_DIR/$side" --n "$N" --sampler stochastic --steps 40 --churn 40 \
+    --batch-size "$SB" --n-reference "$NREF" --out "$RESULTS/${side}_eval_stochastic.json" "${DEV[@]}" 2>&1 | quiet
   "$PY" -m minidiff.cli sample --ckpt "$RUN_DIR/$side" --n 64 --steps 18 --out "$RESULTS/${side}_grid.png" "${DEV[@]}" \
     2>&1 | quiet
   if [ "$side" != pixel ]; then     # the std of s z on the test set (target 1 +- 0.05)

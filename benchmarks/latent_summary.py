@@ -14,6 +14,7 @@ def main(res, run, budget, mode, factors) -> int:
     ips = [float(x) for x in re.findall(r"trained to step \d+ \((\d+) images/s", log)]   # the AEs, the latents, pixel
     sides = [f"latent{f}" for f in factors] + ["pixel"]
     ev = {s: json.loads((res / f"{s}_eval.json").read_text()) for s in sides}
+    sto = {s: json.loads(p.read_text()) for s in sides if (p := res / f"{s}_eval_stochastic.json").exists()}
     st = {s: json.loads((run / s / "state.json").read_text()) for s in sides}
     compute = json.loads((res / "compute.json").read_text())
     summary = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "mode": mode, "budget_seconds": budget,
@@ -31,7 +32,8 @@ def main(res, run, budget, mode, factors) -> int:
                       "fd": ev[s]["fd"], "kid_mean": ev[s]["kid_mean"], "kid_std": ev[s]["kid_std"],
                       "sampling_seconds": ev[s]["sampling_seconds"], "unet": st[s]["config"]["unet"],
                       "scale_factor": st[s]["config"].get("scale_factor"),
-                      "fd_ratio_to_pixel": ev[s]["fd"] / ev["pixel"]["fd"]}
+                      "fd_ratio_to_pixel": ev[s]["fd"] / ev["pixel"]["fd"],
+                      "fd_stochastic": sto[s]["fd"] if s in sto else None}
     (res / "summary.json").write_text(json.dumps(summary, indent=1))
     L = [f"# Latent vs pixel EDM on Fashion-MNIST, {budget:.0f} s of diffusion training each ({mode}, "
          f"{summary['date']})", "", "First stages (KL autoencoders), reconstruction of test images:", "",
@@ -44,13 +46,15 @@ def main(res, run, budget, mode, factors) -> int:
         L += ["", f"Both diffusion trainings with `{summary['train_args']}` (TRAIN_ARGS)."]
     L += ["", f"{summary['n_samples']} samples (Heun 18, 35 NFE) vs {summary['n_reference']} test images, "
           f"{summary['feature']}", "",
-          "| model | U-Net input | steps | training images/s | FD | FD / pixel FD | KID | sampling s (incl. decoder) |",
-          "|---|---|---:|---:|---:|---:|---:|---:|"]
+          "| model | U-Net input | steps | training images/s | FD | FD / pixel FD | KID | sampling s (incl. decoder) "
+          "| FD, stochastic 40 steps, S_churn 40 (79 NFE) |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in sides:
         r, u = summary[s], summary[s]["unet"]
         L.append(f"| {s} | {u['in_channels']}x{u['image_size']}x{u['image_size']}, base {u['base_channels']} | {r['steps']} | "
                  f"{r['images_per_second'] or float('nan'):.0f} | {r['fd']:.2f} | {r['fd_ratio_to_pixel']:.3f} | "
-                 f"{r['kid_mean']:.4f} +- {r['kid_std']:.4f} | {r['sampling_seconds']:.1f} |")
+                 f"{r['kid_mean']:.4f} +- {r['kid_std']:.4f} | {r['sampling_seconds']:.1f} | "
+                 f"{'n/a' if r['fd_stochastic'] is None else format(r['fd_stochastic'], '.2f')} |")
     L += ["", (res / "compute.md").read_text()]
     (res / "summary.md").write_text("\n".join(L) + "\n")
     print("\n".join(L))

@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from minidiff import samplers, schedules
 from minidiff.guidance import classifier_free_guidance, drop_labels
-from minidiff.torch.attention import MultiHeadAttention, TransformerBlock, attention, key_padding_bias
+from minidiff.torch.attention import MultiHeadAttention, TransformerBlock, attention, key_padding_bias, position_code
 from minidiff.torch.conditioning import ClassTokenEncoder, ConditionedUNet
 from minidiff.torch.text import PAD_ID, TextConfig, TextEncoder
 from minidiff.torch.unet import UNet, UNetConfig
@@ -91,6 +91,51 @@ def test_transformer_block_starts_as_the_identity_and_every_weight_gets_a_gradie
     with pytest.raises(ValueError, match="context"):
         block(x, None)
 
+
+
+def test_position_code_is_the_sin_cos_of_row_and_column():
+    H, W, d = 3, 5, 12                                               # H != W, d / 4 = 3 frequencies
+    p = position_code(H, W, d, dtype=torch.float64)
+    assert p.shape == (H * W, d) and p.dtype == torch.float64
+    omega = 10000.0 ** (-np.arange(3) / 3)
+    for i, j in [(0, 0), (2, 1), (1, 4)]:
+        row, col = i * omega, j * omega
+        want = np.concatenate([np.sin(row), np.cos(row), np.sin(col), np.cos(col)])
+        np.testing.assert_allclose(p[i * W + j].numpy(), want, rtol=0, atol=1e-12)   # row-major tokens
+    assert len({tuple(np.round(r, 9)) for r in p.numpy()}) == H * W   # every position its own code
+    with pytest.raises(ValueError, match="divisible by 4"):
+        position_code(2, 2, 6)
+
+
+def test_a_transformer_block_with_the_position_code_tells_positions_apart():
+    # A feature map constant over space gives H*W identical tokens: without a position code the block
+    # (1x1 projections, attention over the tokens) must return it constant; with the code it must not.
+    x = torch.randn(2, 8, 1, 1, dtype=torch.float64).expand(2, 8, 3, 4).contiguous()
+    ctx = torch.randn(2, 3, 6, dtype=torch.float64)
+    for position in (False, True):
+        torch.manual_seed(0)
+        block = _perturb_(TransformerBlock(8, context_dim=6, num_heads=2, groups=4, position=position).double(), 5)
+        out = block(x, ctx)
+        spread = (out - out.mean(dim=(2, 3), keepdim=True)).abs().max()
+        assert (spread > 1e-3) if position else (spread < 1e-10), (position, spread)
+    (out ** 2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
+
+
+def test_position_embedding_is_a_checked_unet_option():
+    assert UNetConfig().position_embedding is False                  # older checkpoints: no code
+    cfg = dict(image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
+               num_heads=2, groups=4)
+    with pytest.raises(ValueError, match="needs context_dim"):
+        UNetConfig(**cfg, position_embedding=True)
+    with pytest.raises(ValueError, match="True or False"):
+        UNetConfig(**cfg, context_dim=6, position_embedding=1)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        UNetConfig(**{**cfg, "base_channels": 6, "groups": 2, "attention_resolutions": (8,)}, context_dim=6,
+                   position_embedding=True)
+    net = UNet(UNetConfig(**cfg, context_dim=6, position_embedding=True))
+    assert "position code" in net.summary()
+    assert net(torch.randn(2, 1, 8, 8), torch.rand(2), context=torch.randn(2, 3, 6)).shape == (2, 1, 8, 8)
 
 def unet_cfg(**kw):
     cfg = dict(in_channels=1, image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,

@@ -139,14 +139,35 @@ class FeedForward(nn.Module):
         return x + self.net(x)
 
 
+def position_code(H: int, W: int, dim: int, device=None, dtype=torch.float32):
+    """The fixed 2-D sin-cos position code (H*W, dim) of a feature map's tokens, row-major: the
+    first dim/2 channels code the row i, the last dim/2 the column j, each as
+    [sin(p omega_k), cos(p omega_k)] with omega_k = 10000^(-k / (dim/4)), k < dim/4 (Vaswani et
+    al. 2017, section 3.5, once per axis as in ViT/MAE)."""
+    if dim % 4:
+        raise ValueError(f"the 2-D position code needs a width divisible by 4, got {dim}")
+    omega = 10000.0 ** (-torch.arange(dim // 4, device=device, dtype=torch.float64) / (dim // 4))   # (dim/4,)
+    i, j = torch.meshgrid(torch.arange(H, device=device), torch.arange(W, device=device), indexing="ij")
+
+    def code(p):                                                                # (H*W,) -> (H*W, dim/2)
+        a = p.flatten().double()[:, None] * omega[None, :]
+        return torch.cat([a.sin(), a.cos()], dim=1)
+
+    return torch.cat([code(i), code(j)], dim=1).to(dtype)                         # (H*W, dim)
+
+
 class TransformerBlock(nn.Module):
     """LDM's spatial transformer (Rombach et al. 2022, section 3.3 and appendix): GroupNorm and a
     1x1 projection turn the feature map (B, C, H, W) into H*W tokens, which pass through
     self-attention, cross-attention on the context tau(y) (B, S, context_dim) and a feed-forward
-    layer; a zero-initialised 1x1 projection maps them back, added to the input."""
+    layer; a zero-initialised 1x1 projection maps them back, added to the input.
+    ``position=True`` adds ``position_code`` to the tokens first, so that the attention knows
+    where each token is (layouts: a query must tell whether it lies inside a box); LDM adds none
+    and leaves position to the convolutions' zero padding."""
 
-    def __init__(self, ch: int, context_dim: int, num_heads: int, groups: int):
+    def __init__(self, ch: int, context_dim: int, num_heads: int, groups: int, position: bool = False):
         super().__init__()
+        self.position = position
         self.norm = nn.GroupNorm(groups, ch)
         self.proj_in = nn.Conv2d(ch, ch, 1)
         self.self_attn = MultiHeadAttention(ch, num_heads)
@@ -162,6 +183,8 @@ class TransformerBlock(nn.Module):
         if context.ndim != 3 or context.shape[0] != B:
             raise ValueError(f"context must have shape (B, S, context_dim) with B = {B}, got {tuple(context.shape)}")
         h = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)              # (B, HW, C)
+        if self.position:
+            h = h + position_code(H, W, C, h.device, h.dtype)                  # (HW, C), the same for every image
         h = self.self_attn(h)
         h = self.cross_attn(h, context, context_mask)
         h = self.ff(h)

@@ -218,6 +218,7 @@ class ImageConfig(MethodConfig, LoopConfig):
             levels = PRESETS[name]["attention_levels"] or (-1,)        # cross-attention needs attention somewhere
         if fields.get("condition") == "layout":
             unet.setdefault("context_dim", fields["layout"]["width"])
+            unet.setdefault("position_embedding", True)                # queries that know where they are
             levels = PRESETS[name]["attention_levels"] or (-1,)
         fields["unet"] = preset_unet(name, C, size, levels=levels, **unet)
         return cls(**fields)

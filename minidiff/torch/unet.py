@@ -48,12 +48,15 @@ class UNetConfig:
     context_dim: int | None = None             # cross-attention on a (B, S, context_dim) context (None: none)
     pooled_context: bool = False               # also add the context's masked mean to the time embedding
                                                # (Imagen's pooled text embedding; needs context_dim)
+    position_embedding: bool = False           # a fixed 2-D sin-cos position code on the transformer blocks'
+                                               # tokens (layouts; needs context_dim, channels divisible by 4)
     time_embedding: str = "sinusoidal"         # 'sinusoidal' (DDPM) or 'fourier' (random features, NCSN++)
     fourier_scale: float = 16.0                # std of the random Fourier frequencies
     groups: int = 8                            # GroupNorm groups
     augment_dim: int = 0                       # EDM's augment labels (B, augment_dim) as conditioning (0: none)
 
-    LATER_FIELDS: ClassVar[tuple] = ("pooled_context",)   # added since checkpoints were saved without it
+    # fields added since checkpoints were saved without them (their defaults: what those runs did)
+    LATER_FIELDS: ClassVar[tuple] = ("pooled_context", "position_embedding")
 
     def __post_init__(self):
         if self.out_channels is None:
@@ -101,6 +104,16 @@ class UNetConfig:
             raise ValueError(f"pooled_context must be True or False, got {self.pooled_context!r}")
         if self.pooled_context and self.context_dim is None:
             raise ValueError("pooled_context needs context_dim: it pools the cross-attention's context")
+        if not isinstance(self.position_embedding, bool):
+            raise ValueError(f"position_embedding must be True or False, got {self.position_embedding!r}")
+        if self.position_embedding:
+            if self.context_dim is None:
+                raise ValueError("position_embedding needs context_dim: it codes the transformer blocks' tokens")
+            bad = [self.base_channels * m for r, m in zip(self.resolutions, self.channel_mults)
+                   if r in self.attention_resolutions and (self.base_channels * m) % 4]
+            if bad:
+                raise ValueError(f"position_embedding needs the channels where attention runs divisible by 4, "
+                                 f"got {bad}")
         if self.time_embedding not in ("sinusoidal", "fourier"):
             raise ValueError(f"time_embedding must be 'sinusoidal' or 'fourier', got {self.time_embedding!r}")
         a = self.augment_dim
@@ -172,7 +185,8 @@ class Stage(nn.Module):
         self.attn = None
         if attention:
             self.attn = (Attention(out_ch, cfg.num_heads, cfg.groups) if cfg.context_dim is None
-                         else TransformerBlock(out_ch, cfg.context_dim, cfg.num_heads, cfg.groups))
+                         else TransformerBlock(out_ch, cfg.context_dim, cfg.num_heads, cfg.groups,
+                                               cfg.position_embedding))
 
     def forward(self, x, emb, context=None, context_mask=None):
         h = self.res(x, emb)
@@ -273,6 +287,7 @@ class UNet(nn.Module):
         if c.context_dim is not None:
             cond = (cond + " + " if c.num_classes is not None else "") + f"cross-attention on a {c.context_dim}-d context"
             cond += " (and its pooled mean in the time embedding)" if c.pooled_context else ""
+            cond += ", 2-D position code on its tokens" if c.position_embedding else ""
         return (f"UNet {c.in_channels}x{c.image_size}x{c.image_size} -> {c.out_channels} channels | "
                 f"channels {chans} | {c.num_res_blocks} res blocks/level | attention at {attn} | "
                 f"{c.time_embedding} time embedding | {cond} | {self.num_parameters():,} parameters")
