@@ -93,14 +93,14 @@ def test_transformer_block_starts_as_the_identity_and_every_weight_gets_a_gradie
 
 
 
-def test_position_code_is_the_sin_cos_of_row_and_column():
+def test_position_code_is_the_sinusoidal_embedding_of_row_and_column():
     H, W, d = 3, 5, 12                                               # H != W, d / 4 = 3 frequencies
     p = position_code(H, W, d, dtype=torch.float64)
     assert p.shape == (H * W, d) and p.dtype == torch.float64
     omega = 10000.0 ** (-np.arange(3) / 3)
     for i, j in [(0, 0), (2, 1), (1, 4)]:
         row, col = i * omega, j * omega
-        want = np.concatenate([np.sin(row), np.cos(row), np.sin(col), np.cos(col)])
+        want = np.concatenate([np.cos(row), np.sin(row), np.cos(col), np.sin(col)])
         np.testing.assert_allclose(p[i * W + j].numpy(), want, rtol=0, atol=1e-12)   # row-major tokens
     assert len({tuple(np.round(r, 9)) for r in p.numpy()}) == H * W   # every position its own code
     with pytest.raises(ValueError, match="divisible by 4"):

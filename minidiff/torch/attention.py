@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..nn.mlp import sinusoidal_embedding
 from ._init import _near_zero_
 
 
@@ -140,20 +141,16 @@ class FeedForward(nn.Module):
 
 
 def position_code(H: int, W: int, dim: int, device=None, dtype=torch.float32):
-    """The fixed 2-D sin-cos position code (H*W, dim) of a feature map's tokens, row-major: the
-    first dim/2 channels code the row i, the last dim/2 the column j, each as
-    [sin(p omega_k), cos(p omega_k)] with omega_k = 10000^(-k / (dim/4)), k < dim/4 (Vaswani et
-    al. 2017, section 3.5, once per axis as in ViT/MAE)."""
+    """The fixed 2-D sinusoidal position code (H*W, dim) of a feature map's tokens, row-major: the
+    first dim/2 channels are the row i's sinusoidal embedding (``minidiff.nn.sinusoidal_embedding``,
+    the time embedding of lesson 01: [cos(p omega_k), sin(p omega_k)], omega_k = 10000^(-k / (dim/4))),
+    the last dim/2 the column j's (Vaswani et al. 2017, section 3.5, once per axis as in ViT/MAE)."""
     if dim % 4:
         raise ValueError(f"the 2-D position code needs a width divisible by 4, got {dim}")
-    omega = 10000.0 ** (-torch.arange(dim // 4, device=device, dtype=torch.float64) / (dim // 4))   # (dim/4,)
-    i, j = torch.meshgrid(torch.arange(H, device=device), torch.arange(W, device=device), indexing="ij")
-
-    def code(p):                                                                # (H*W,) -> (H*W, dim/2)
-        a = p.flatten().double()[:, None] * omega[None, :]
-        return torch.cat([a.sin(), a.cos()], dim=1)
-
-    return torch.cat([code(i), code(j)], dim=1).to(dtype)                         # (H*W, dim)
+    i, j = torch.meshgrid(torch.arange(H, device=device, dtype=torch.float64),
+                          torch.arange(W, device=device, dtype=torch.float64), indexing="ij")
+    rows, cols = (sinusoidal_embedding(p.flatten(), dim // 2) for p in (i, j))   # (H*W, dim/2) each
+    return torch.cat([rows, cols], dim=1).to(dtype)                               # (H*W, dim)
 
 
 class TransformerBlock(nn.Module):
