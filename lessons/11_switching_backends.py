@@ -12,11 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from minidiff.backend import to_numpy
+from minidiff.backend import namespace, to_numpy
 from minidiff.data.images import from_model_range
-from minidiff.torch.attention import key_padding_bias
+from minidiff.nn.attention import key_padding_bias
 
 
 def modulate(h, emb_out):
@@ -34,10 +33,12 @@ def attention(q, k, v, mask=None):
     the softmax over the keys.  q: (..., L, d), k: (..., S, d), v: (..., S, d_v) -> (..., L, d_v).
     mask (optional): bool, True for the keys that take part, broadcastable to (..., L, S): a key
     padding mask (B, S) becomes (B, 1, 1, S) with ``key_padding_bias``."""
+    xp = namespace(q, k, v)
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"q (..., L, d), k (..., S, d) and v (..., S, d_v) do not fit: {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
-    bias = 0.0 if mask is None else key_padding_bias(mask, q.dtype)        # 0 or -inf per key
+    bias = 0.0 if mask is None else key_padding_bias(mask, xp.dtype_of(q))   # 0 or -inf per key
+    k_t = xp.transpose(k, tuple(range(len(k.shape) - 2)) + (len(k.shape) - 1, len(k.shape) - 2))   # (..., d, S)
     raise NotImplementedError("EXERCISE attention: write this function (see its docstring)")
 
 

@@ -9,25 +9,30 @@ the lines that are not NotImplementedError are given to you.
 """
 from __future__ import annotations
 
-import torch
+import math
+
+import numpy as np
 
 from minidiff.backend import namespace
 from minidiff.contrastive import LOG_SCALE_MAX, _embeddings, _groups, _log_scale, _pair
 
 
-def key_padding_bias(mask, dtype=torch.float32):
+def key_padding_bias(mask, dtype=None):
     """The additive form of a key padding mask: 0 where ``mask`` is True (a real token), -inf
     where it is False (padding), so that softmax gives padding exactly zero weight.  A (B, S)
     mask becomes (B, 1, 1, S), broadcast over heads and queries; other shapes are kept.  A row
-    with no real key would be all -inf (NaN after softmax): refused."""
-    mask = torch.as_tensor(mask)
-    if mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor (True: a key that takes part), got {mask.dtype}")
-    if mask.ndim == 2:
-        mask = mask[:, None, None, :]                                  # (B, S) -> (B, 1, 1, S)
-    if mask.shape[-1] == 0 or not bool(mask.any(dim=-1).all()):
+    with no real key would be all -inf (NaN after softmax): refused.  ``dtype``: the result's
+    (default float32 of the mask's backend); the result lives where the mask does."""
+    xp = namespace(mask)
+    host = xp.to_numpy(mask)
+    if host.dtype != np.bool_:
+        raise ValueError(f"mask must be a bool array (True: a key that takes part), got {host.dtype}")
+    if host.ndim == 2:
+        mask = xp.reshape(mask, (host.shape[0], 1, 1, host.shape[1]))   # (B, S) -> (B, 1, 1, S)
+    if host.shape[-1] == 0 or not host.any(axis=-1).all():
         raise ValueError("mask leaves a query with no key to attend to (every key masked); "
                          "an empty caption still has its [BOS] and [EOS] tokens")
+    dtype = xp.float32 if dtype is None else dtype
     raise NotImplementedError("EXERCISE key_padding_bias: write this function (see its docstring)")
 
 

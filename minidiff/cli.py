@@ -161,11 +161,13 @@ def _add_train_args(p, defaults):
                         "(0 <= P < 1), told to the U-Net as augment labels (zero when sampling); not with --flip")
     g.add_argument("--class-conditional", action="store_true", default=None,
                    help="give the U-Net the labels (10%% dropped to a null class, for classifier-free guidance)")
-    g.add_argument("--condition", default=None, choices=("text", "layout"),
+    g.add_argument("--condition", default=None, choices=("text", "layout", "class"),
                    help="text: train a text-to-image model on Fashion-MNIST captions (cross-attention on a text "
                         "encoder trained jointly; captions dropped to \"\" with probability p_uncond); layout: "
                         "a layout-to-image model on 56x56 canvases of 2-3 garments (their boxes dropped to the "
-                        "empty layout with probability p_uncond)")
+                        "empty layout with probability p_uncond); class: a class-conditional model whose label "
+                        "reaches the U-Net as one cross-attention token (LDM's tau for classes) instead of "
+                        "--class-conditional's embedding added to the time embedding")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the U-Net")
     g.add_argument("--image-size", type=int_at_least(1), default=None, help="dataset folder: resize to this size")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3), help="dataset folder: 1 grey, 3 RGB")
@@ -174,8 +176,9 @@ def _add_train_args(p, defaults):
                    help="unet: a diffusion model (the default); autoencoder: the first stage of a latent model")
     g.add_argument("--reg", default=None, choices=("kl", "vq"),
                    help="--model autoencoder: KL towards N(0, I) (the default) or a VQ codebook")
-    g.add_argument("--factor", type=int, default=None, choices=(1, 2, 4),
-                   help="--model autoencoder: the downsampling factor f (default: the preset's, 4)")
+    g.add_argument("--factor", type=int, default=None, choices=(1, 2, 4, 8),
+                   help="--model autoencoder: the downsampling factor f (default: the preset's, 4; 28x28 images are "
+                        "padded with background to 32x32 where f = 4 or 8 needs it)")
     g.add_argument("--latent-channels", type=int_at_least(1), default=None,
                    help="--model autoencoder: the latent's channels c (default: the preset's)")
     g.add_argument("--disc-weight", type=float_in(0), default=None, metavar="W",
@@ -698,19 +701,21 @@ def cmd_eval(args):
     t0 = time.perf_counter()
     labels = _class_labels(args, args.n)
     text = _prompt_tokens(args, config, args.n)
+    prompts = _prompts(args) if text else None
+    if prompts and any(prompts):                                        # checked before any sampling
+        from .data.captions import parse_caption
+        try:
+            [parse_caption(p) for p in prompts]
+        except ValueError as e:                                        # a prompt that names no garment
+            raise UsageError(f"{'--prompt-file' if args.prompt_file is not None else '--prompt'}: {e}") from None
     x = sample_images(net, config, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                       batch_size=args.batch_size or 256, eta=args.eta or 0.0, progress=True, class_labels=labels,
                       guidance=args.guidance, autoencoder=ae, **text, **_sampler_kwargs(args, sampler))
     seconds = time.perf_counter() - t0
     accuracy = {}
-    if text:                                                            # text-to-image: what the prompts asked for
-        from .torch.evaluate import prompt_report
-        prompts = _prompts(args)
-        asked = [prompts[i % len(prompts)] for i in range(args.n)]
-        try:
-            accuracy = {"prompts": prompt_report(x, asked)}
-        except ValueError as e:                                        # a prompt that names no garment
-            raise UsageError(f"--prompt-file: {e}") from None
+    if prompts and any(prompts):                                        # text-to-image: what the prompts asked for
+        from .torch.evaluate import prompt_report                      # (--prompt "": the unconditional model, FD only)
+        accuracy = {"prompts": prompt_report(x, [prompts[i % len(prompts)] for i in range(args.n)])}
     if config.class_conditional and config.dataset == "fashion-mnist":   # image i: class i mod 10 or --class
         from .torch.evaluate import classifier_accuracy
         asked = torch.arange(args.n) % config.unet.num_classes if labels is None else torch.as_tensor(labels)

@@ -22,7 +22,7 @@ def tiny(reg="kl", **kw):
 
 
 @pytest.mark.parametrize("reg", ["kl", "vq"])
-@pytest.mark.parametrize("mults,f", [((1,), 1), ((1, 2), 2), ((1, 2, 2), 4)])
+@pytest.mark.parametrize("mults,f", [((1,), 1), ((1, 2), 2), ((1, 2, 2), 4), ((1, 2, 2, 2), 8)])
 def test_shapes_for_every_downsampling_factor(reg, mults, f):
     cfg = AutoencoderConfig(**{**TINY, "reg": reg, "channel_mults": mults, "image_size": 16, "latent_channels": 3})
     net = Autoencoder(cfg)
@@ -109,7 +109,7 @@ def test_a_damaged_checkpoint_config_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("channel_mults", (1, 2, 2, 2)), ("channel_mults", ()), ("reg", "ae"), ("latent_channels", 0),
+    ("channel_mults", (1, 2, 2, 2, 2)), ("channel_mults", ()), ("reg", "ae"), ("latent_channels", 0),
     ("codebook_size", 10 ** 6), ("beta", -1.0), ("codebook_decay", 1.0), ("groups", 3), ("image_size", 9),
     ("base_channels", True)])
 def test_bad_autoencoder_fields_are_named(field, value):

@@ -17,7 +17,7 @@ from minidiff.torch.autoencoder import (Autoencoder, AutoencoderConfig, largest_
 from minidiff.torch.evaluate import evaluate_autoencoder  # noqa: E402
 from minidiff.torch.loop import Dist  # noqa: E402
 from minidiff.torch.train_autoencoder import (PRESETS, AutoencoderTask, AutoencoderTrainConfig,  # noqa: E402
-                                              even_latent_padding, train_autoencoder)
+                                              even_latent_padding, factor_mults, train_autoencoder)
 
 TINY = dict(image_size=8, base_channels=8, channel_mults=(1, 2), groups=4, latent_channels=2, codebook_size=16)
 
@@ -44,14 +44,27 @@ def test_presets_give_a_4x8x8_latent_for_28x28_images_and_fit_other_datasets():
     assert (digits.autoencoder.image_size, digits.autoencoder.padding) == (8, 0)
     given = AutoencoderTrainConfig.from_preset("cpu", autoencoder={"padding": 6}).validate()
     assert given.autoencoder.latent_shape == (4, 10, 10)
+    f8 = AutoencoderTrainConfig.from_preset("cpu", autoencoder={"channel_mults": factor_mults("cpu", 8)}).validate()
+    assert f8.autoencoder.factor == 8 and f8.autoencoder.padding == 2 and f8.autoencoder.latent_shape == (4, 4, 4)
     assert AutoencoderTrainConfig.from_dict(vq.to_dict()) == vq            # strict round trip
 
 
-@pytest.mark.parametrize("size,f", [(28, 4), (28, 2), (8, 4), (28, 1), (30, 4), (7, 2)])
+@pytest.mark.parametrize("size,f", [(28, 4), (28, 2), (28, 8), (8, 4), (28, 1), (30, 4), (7, 2)])
 def test_even_latent_padding_is_the_least_padding_giving_an_even_latent_side(size, f):
     p = even_latent_padding(size, f)
     assert (size + 2 * p) % (2 * f) == 0 or size % 2            # an odd side cannot be padded to an even one
     assert all((size + 2 * q) % (2 * f) for q in range(p))
+
+
+def test_factor_mults_give_one_level_per_halving_up_to_f_8():
+    for f in (1, 2, 4, 8):
+        mults = factor_mults("cpu", f)
+        preset = PRESETS["cpu"]["autoencoder"]["channel_mults"]
+        assert 2 ** (len(mults) - 1) == f and mults[:len(preset)] == preset[:len(mults)]   # the preset's, extended
+    with pytest.raises(ValueError, match=r"factor must be one of \(1, 2, 4, 8\)"):
+        factor_mults("cpu", 16)
+    with pytest.raises(ValueError, match="channel_mults may hold at most 4 entries"):
+        AutoencoderConfig(channel_mults=(1, 2, 2, 2, 2), image_size=32)
 
 
 def test_bad_preset_name_is_named():
@@ -340,3 +353,24 @@ def test_adaptive_weight_matches_the_gradient_norms_at_the_last_layer():
 def test_bad_discriminator_fields_are_named(field, value, match):
     with pytest.raises(ValueError, match=match):
         tiny(**{"disc_weight": 0.1, field: value}).validate()
+
+
+def test_no_autoencoder_loss_uses_the_evaluation_classifier(tmp_path):
+    """A metric must not be trained against: a first stage trained with every loss term (l1,
+    SSIM, KL or VQ, the PatchGAN) never loads the shipped classifier whose features FD uses."""
+    import subprocess
+    import sys
+    code = f"""
+import sys
+from minidiff.torch.train_autoencoder import AutoencoderTrainConfig, train_autoencoder
+for reg in ("kl", "vq"):
+    cfg = AutoencoderTrainConfig.from_preset("tiny", dataset="digits", steps=3, ckpt_every=0, ssim_weight=0.1,
+                                             ssim_sigma=0.7, disc_weight=0.5, disc_start=1, disc_layers=1,
+                                             disc_channels=8, autoencoder={{"reg": reg}})
+    train_autoencoder(cfg, {str(tmp_path)!r} + "/" + reg, progress=False)
+loaded = [m for m in sys.modules if m.startswith("minidiff") and "classifier" in m]
+assert not loaded, loaded
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "kl").is_dir() and (tmp_path / "vq").is_dir()

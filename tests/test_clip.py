@@ -49,6 +49,11 @@ def test_the_shipped_weights_reproduce_their_recorded_numbers(model, test_set):
     swap = clip.attribute_swap(model, x, text)
     for name, (rate, n) in swap.items():
         assert n > 50 and within_binomial(rate, n, record["test"]["attribute_swap"][name]["rate"]), name
+    ret, want = clip.retrieval(model, x, y, text), record["test"]["retrieval"]   # the record's 1,000 images
+    assert ret["n_images"] == want["n_images"] == len(y)
+    for key in ("exact_recall@1", "exact_recall@5", "exact_recall@10", "consistent_recall@1"):
+        assert abs(ret[key] - want[key]) <= 0.01, (key, ret[key], want[key])   # a few rank ties may flip on another CPU
+    assert ret["consistent_recall@1"] > 10 * ret["exact_recall@1"]   # many images fit a caption; one is its own
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 

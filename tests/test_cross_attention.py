@@ -274,3 +274,77 @@ def test_class_token_encoder_through_cross_attention():
         net(x, 1, class_labels=torch.tensor([0, 1, 2, 4]))
     with pytest.raises(ValueError, match="context_dim"):
         ConditionedUNet(unet_cfg(context_dim=8), enc, "class_labels")
+
+
+# ----------------------------------------------------------------------------------------------
+# condition='class': the trainer's path for tau of classes (the label as one cross-attention token).
+
+def _class_token_cfg(**kw):
+    from minidiff.torch.train import ImageConfig
+
+    return ImageConfig.from_preset("tiny", **{"dataset": "fashion-mnist", "condition": "class", "limit": 64,
+                                              "steps": 3, "ckpt_every": 1, "sample_every": 0, **kw})
+
+
+def test_a_class_token_model_takes_its_label_through_cross_attention_only(tmp_path):
+    import dataclasses
+
+    from minidiff.torch.sampling import sample_images
+    from minidiff.torch.train import build_network, model_from_checkpoint, train_images
+
+    cfg = _class_token_cfg().validate()
+    assert cfg.class_conditional and cfg.unet.num_classes == 10
+    assert cfg.unet.context_dim and cfg.unet.attention_resolutions and not cfg.unet.pooled_context
+    net = build_network(cfg)
+    assert isinstance(net, ConditionedUNet) and isinstance(net.encoder, ClassTokenEncoder)
+    assert net.unet.class_emb is None and net.unet.context_emb is None  # the token is the label's only way in
+    assert net.encoder.emb.weight.shape == (11, cfg.unet.context_dim)  # 10 classes and the null one
+    embedding = build_network(dataclasses.replace(cfg, condition="",
+                                                  unet=dataclasses.replace(cfg.unet, context_dim=None)))
+    assert embedding.class_emb is not None and not any(hasattr(m, "cross_attn") for m in embedding.modules())
+    result = train_images(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
+    assert result["steps"] == 3 and np.all(np.isfinite(result["losses"]))
+    train_images(_class_token_cfg(steps=2), tmp_path / "resumed", progress=False, log=lambda *_: None)
+    train_images(cfg, tmp_path / "resumed", resume=True, progress=False, log=lambda *_: None)
+    a, _ = model_from_checkpoint(tmp_path / "run", use_ema=False)
+    b, _ = model_from_checkpoint(tmp_path / "resumed", use_ema=False)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())   # exact resume
+    net, cfg = model_from_checkpoint(tmp_path / "run")
+    kw = dict(sampler="heun", steps=3, seed=2)
+    x = sample_images(net, cfg, 3, class_labels=[0, 5, 9], **kw)
+    assert x.shape == (3, 1, 28, 28) and torch.isfinite(x).all()
+    assert not torch.allclose(x, sample_images(net, cfg, 3, class_labels=[1, 6, 8], **kw))   # the label matters
+    null = sample_images(net, cfg, 3, class_labels=[10, 10, 10], **kw)                      # the null token
+    torch.testing.assert_close(sample_images(net, cfg, 3, class_labels=[0, 5, 9], guidance=-1.0, **kw), null,
+                               rtol=1e-4, atol=1e-5)                  # w = -1: the unconditional model
+
+
+def test_the_command_line_trains_samples_and_evaluates_a_class_token_model(tmp_path, capsys):
+    import json
+
+    from minidiff.cli import main
+
+    run = str(tmp_path / "run")
+    assert main(["train", "--backend", "torch", "--dataset", "fashion-mnist", "--condition", "class", "--preset",
+                 "tiny", "--limit", "64", "--steps", "2", "--sample-every", "0", "--out", run]) == 0
+    assert main(["sample", "--ckpt", run, "--n", "2", "--steps", "2", "--class", "7", "--guidance", "2",
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    assert main(["eval", "--ckpt", run, "--n", "10", "--steps", "2", "--n-reference", "40",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert 0 <= report["class_accuracy"] <= 1 and np.isfinite(report["fd"])
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", run, "--n", "2", "--prompt", "a bag", "--out", str(tmp_path / "x.png")]) == 2
+    assert "text-conditioned" in capsys.readouterr().err
+
+
+def test_condition_class_refuses_what_it_cannot_use():
+    import dataclasses
+
+    cfg = _class_token_cfg()
+    with pytest.raises(ValueError, match="condition 'class'.*class_conditional"):
+        dataclasses.replace(cfg, class_conditional=False).validate()
+    with pytest.raises(ValueError, match="condition 'class' needs unet.context_dim"):
+        dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, context_dim=None)).validate()
+    with pytest.raises(ValueError, match="context_dim needs attention_resolutions"):
+        dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, attention_resolutions=())).validate()

@@ -154,6 +154,9 @@ def test_another_autoencoder_is_refused(tmp_path):
         train_images(latent_cfg(ae_dir, steps=4), tmp_path / "run", resume=True, progress=False, log=quiet)
     with pytest.raises(FileNotFoundError, match="--autoencoder"):
         latent.first_stage_for(cfg, tmp_path / "nowhere")
+    for field in ("autoencoder_sha256", "scale_factor"):               # an edited config: nothing to check
+        with pytest.raises(ValueError, match="records no autoencoder_sha256 or scale_factor"):
+            latent.first_stage_for(dataclasses.replace(cfg, **{field: type(getattr(cfg, field))()}))
 
 
 def test_an_autoencoder_of_another_size_is_refused(kl_stage, tmp_path):
@@ -193,13 +196,45 @@ def test_a_collapsed_autoencoder_has_no_scale_factor(kl_stage):
         latent.latent_scale_factor(vq, torch.zeros(10, 2, 4, 4))
 
 
-@pytest.mark.parametrize("method", ["ddpm", "ct"])
-def test_the_other_objectives_train_on_latents_unchanged(kl_stage, tmp_path, method):
+@pytest.mark.parametrize("method,sampler", [("ddpm", "ddim"), ("ddpm", "ddpm"), ("edm", "stochastic"),
+                                            ("ct", "consistency"), ("ict", "consistency")])
+def test_the_other_objectives_and_samplers_run_on_latents_unchanged(kl_stage, tmp_path, method, sampler):
     result = train_images(latent_cfg(kl_stage, method=method, steps=4), tmp_path / method, progress=False, log=quiet)
     assert result["steps"] == 4 and np.all(np.isfinite(result["losses"]))
     net, cfg = model_from_checkpoint(tmp_path / method)
-    x = sample_images(net, cfg, 3, autoencoder=latent.first_stage_for(cfg), steps=2 if method == "ct" else None)
-    assert x.shape == (3, 1, 8, 8)
+    ae = latent.first_stage_for(cfg)
+    steps = {"ddim": 5, "ddpm": None, "stochastic": 4, "consistency": 2}[sampler]
+    kw = {"S_churn": 40.0} if sampler == "stochastic" else {}
+    x = sample_images(net, cfg, 3, sampler=sampler, steps=steps, autoencoder=ae, **kw)
+    assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
+    # the sampler ran on latents: the same seed's samples are the decoder's image of a (3, 2, 4, 4) draw
+    assert torch.equal(x, sample_images(net, cfg, 3, sampler=sampler, steps=steps, autoencoder=ae, **kw))
+
+
+def test_consistency_distillation_on_latents_needs_a_teacher_of_the_same_first_stage(kl_stage, tmp_path):
+    train_images(latent_cfg(kl_stage, steps=3), tmp_path / "teacher", progress=False, log=quiet)
+    result = train_images(latent_cfg(kl_stage, method="cd", teacher=str(tmp_path / "teacher"), steps=3),
+                          tmp_path / "cd", progress=False, log=quiet)
+    assert result["steps"] == 3 and np.all(np.isfinite(result["losses"]))
+    net, cfg = model_from_checkpoint(tmp_path / "cd")
+    assert sample_images(net, cfg, 2, steps=1, autoencoder=latent.first_stage_for(cfg)).shape == (2, 1, 8, 8)
+    other = tmp_path / "ae-other"                                     # a teacher of another autoencoder
+    train_autoencoder(ae_config("kl", steps=4, seed=11), other, progress=False)
+    train_images(latent_cfg(other, steps=2), tmp_path / "other-teacher", progress=False, log=quiet)
+    with pytest.raises(ValueError, match="latents of another autoencoder"):
+        train_images(latent_cfg(kl_stage, method="cd", teacher=str(tmp_path / "other-teacher"), steps=2),
+                     tmp_path / "cd2", progress=False, log=quiet)
+
+
+def test_an_f_8_first_stage_pads_its_images_and_drives_a_latent_model(tmp_path):
+    ae_dir = tmp_path / "ae8"                                         # 8x8 digits padded to 16x16: 2x2 latents
+    train_autoencoder(ae_config("kl", steps=6, channel_mults=(1, 2, 2, 2), padding=4), ae_dir, progress=False)
+    cfg = latent_cfg(ae_dir, steps=2)
+    assert (cfg.unet.in_channels, cfg.unet.image_size) == (2, 2)
+    train_images(cfg, tmp_path / "run", progress=False, log=quiet)
+    net, cfg = model_from_checkpoint(tmp_path / "run")
+    x = sample_images(net, cfg, 3, steps=3, autoencoder=latent.first_stage_for(cfg))
+    assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
 
 
 def test_the_command_line_trains_and_samples_a_latent_model(kl_stage, tmp_path, capsys):

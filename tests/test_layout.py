@@ -207,6 +207,32 @@ def test_a_tiny_layout_model_trains_resumes_exactly_and_samples_through_the_cli(
     assert "layout-conditioned" in capsys.readouterr().err
 
 
+def test_eval_of_a_layout_model_reports_iou_and_class_beside_the_ceiling_and_the_floor(tmp_path, capsys):
+    import json
+
+    from minidiff.cli import main
+    from minidiff.data.layout import canvas_dataset
+    from minidiff.torch.train import train_images
+
+    train_images(_tiny_layout(steps=1, ckpt_every=1), tmp_path / "run", progress=False)
+    report_path = tmp_path / "eval.json"
+    assert main(["eval", "--ckpt", str(tmp_path / "run"), "--n", "6", "--steps", "2", "--guidance", "3",
+                 "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    _, layouts = canvas_dataset("test", n=6, config=_tiny_layout().layout)
+    asked = int((layouts[..., 0] != PAD).sum())                    # the first 6 test canvases' layouts by default
+    for key in ("layout", "real_canvases", "shuffled_layouts"):
+        r = report[key]
+        assert r["n_canvases"] == 6 and r["n_garments"] == asked
+        assert 0 <= r["iou_at_least_0.5"] <= 1 and 0 <= r["class_accuracy"] <= 1 and 0 <= r["mean_iou"] <= 1
+    assert report["real_canvases"]["iou_at_least_0.5"] >= 0.8      # the box finder recovers real boxes
+    assert report["guidance"] == 3.0 and "IoU >= 0.5" in capsys.readouterr().out
+    assert main(["eval", "--ckpt", str(tmp_path / "run"), "--n", "2", "--steps", "2", "--layout", "bag 4,4,30,30",
+                 "--out", str(report_path)]) == 0               # a given layout: no ceiling or floor to compare
+    given = json.loads(report_path.read_text())
+    assert given["layout"]["n_garments"] == 2 and "real_canvases" not in given
+
+
 def test_parse_layout_pads_and_cycles():
     from minidiff.cli import UsageError, parse_layout
 

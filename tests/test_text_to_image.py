@@ -104,6 +104,32 @@ def test_the_command_line_samples_prompts_and_warns_in_one_line(run, tmp_path, c
         assert code == 2 and len(err) == 1 and what in err[0], err
 
 
+def test_eval_reports_fd_and_what_the_prompts_asked_for(run, tmp_path, capsys):
+    out, _ = run
+    prompts = tmp_path / "prompts.txt"
+    held = "a dark sandal facing left"                                 # a HELD_OUT combination
+    prompts.write_text(f"a pair of light trousers\n{held}\nan ankle boot facing right\n")
+    path = tmp_path / "eval.json"
+    common = ["eval", "--ckpt", str(out), "--n", "6", "--steps", "2", "--n-reference", "40", "--out", str(path)]
+    assert main(common + ["--prompt-file", str(prompts), "--guidance", "1"]) == 0
+    report = json.loads(path.read_text())
+    r = report["prompts"]
+    assert np.isfinite(report["fd"]) and report["n_samples"] == 6 and report["guidance"] == 1.0
+    assert 0 <= r["class_accuracy"] <= 1 and 0 <= r["attribute_accuracy"] <= 1 and r["attribute_words"] >= 6
+    assert r["held_out"]["n"] == 2                                     # prompt 2 of 3, for images 1 and 4
+    assert r["clip_style_score_floor"] < r["clip_style_score_ceiling"]
+    assert r["clip_style_score_label"] == "CLIP-style score (minidiff caption model)"
+    assert "held-out combinations, 2 images" in capsys.readouterr().out
+    assert main(common + ["--prompt", ""]) == 0                        # the unconditional model: FD, no prompt report
+    assert "prompts" not in json.loads(path.read_text())
+    capsys.readouterr()
+    assert main(common + ["--prompt", "something dark"]) == 2          # names no garment: refused before sampling,
+    err = capsys.readouterr().err                                      # in one line that names the flag
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "error: --prompt:" in errors[0] and "names no class" in errors[0], err
+    assert "sampling" not in err
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(flip=True), "flip"),
     (dict(class_conditional=True), "class_conditional"),

@@ -1,6 +1,7 @@
 """Attention for the U-Net and the text encoder (Vaswani et al. 2017, "Attention Is All You Need";
-equation numbers refer to that paper).  ``attention`` is eq. 1; the modules split their channels
-into heads, run it on every head at once and merge the heads again.
+equation numbers refer to that paper).  ``attention`` is eq. 1 and ``key_padding_bias`` its
+mask, both written once for both backends in ``minidiff.nn.attention``; the modules split their
+channels into heads, run it on every head at once and merge the heads again.
 
 - ``Attention``: self-attention over a feature map's H*W positions (the plain U-Net's).
 - ``MultiHeadAttention``: on token sequences; self-attention (the text encoder), or
@@ -9,7 +10,8 @@ into heads, run it on every head at once and merge the heads again.
   of a short caption gets no weight (LDM passes none).
 - ``TransformerBlock``: LDM's spatial transformer: the feature map as tokens through
   self-attention, cross-attention on the context and a feed-forward layer, each pre-LayerNorm
-  and residual, and a zero-initialised projection back, so that the block starts as the identity.
+  and residual, and a near-zero projection back (``_near_zero_``: scaled by 1e-5, as EDM's
+  init_weight), so that the block starts as the identity yet every weight has a gradient at step one.
 """
 from __future__ import annotations
 
@@ -19,43 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..nn.attention import attention, key_padding_bias  # noqa: F401  (the formula, written once)
 from ..nn.mlp import sinusoidal_embedding
 from ._init import _near_zero_
-
-
-def attention(q, k, v, mask=None):
-    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1): softmax(q k^T / sqrt(d)) v,
-    the softmax over the keys.  q: (..., L, d), k: (..., S, d), v: (..., S, d_v) -> (..., L, d_v).
-    mask (optional): bool, True for the keys that take part, broadcastable to (..., L, S): a key
-    padding mask (B, S) becomes (B, 1, 1, S) with ``key_padding_bias``."""
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"q (..., L, d), k (..., S, d) and v (..., S, d_v) do not fit: {tuple(q.shape)}, "
-                         f"{tuple(k.shape)}, {tuple(v.shape)}")
-    bias = 0.0 if mask is None else key_padding_bias(mask, q.dtype)        # 0 or -inf per key
-    # BEGIN SOLUTION
-    # hint: weights = softmax(q @ k^T / sqrt(d) + bias, over the last axis); return weights @ v
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias, dim=-1)   # (..., L, S)
-    return weights @ v
-    # END SOLUTION
-
-
-def key_padding_bias(mask, dtype=torch.float32):
-    """The additive form of a key padding mask: 0 where ``mask`` is True (a real token), -inf
-    where it is False (padding), so that softmax gives padding exactly zero weight.  A (B, S)
-    mask becomes (B, 1, 1, S), broadcast over heads and queries; other shapes are kept.  A row
-    with no real key would be all -inf (NaN after softmax): refused."""
-    mask = torch.as_tensor(mask)
-    if mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor (True: a key that takes part), got {mask.dtype}")
-    if mask.ndim == 2:
-        mask = mask[:, None, None, :]                                  # (B, S) -> (B, 1, 1, S)
-    if mask.shape[-1] == 0 or not bool(mask.any(dim=-1).all()):
-        raise ValueError("mask leaves a query with no key to attend to (every key masked); "
-                         "an empty caption still has its [BOS] and [EOS] tokens")
-    # BEGIN SOLUTION
-    # hint: a float tensor of dtype, 0 where mask is True and -inf where it is False
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
-    # END SOLUTION
 
 
 def split_heads(x, num_heads: int):
@@ -157,7 +125,7 @@ class TransformerBlock(nn.Module):
     """LDM's spatial transformer (Rombach et al. 2022, section 3.3 and appendix): GroupNorm and a
     1x1 projection turn the feature map (B, C, H, W) into H*W tokens, which pass through
     self-attention, cross-attention on the context tau(y) (B, S, context_dim) and a feed-forward
-    layer; a zero-initialised 1x1 projection maps them back, added to the input.
+    layer; a near-zero (1e-5-scaled) 1x1 projection maps them back, added to the input.
     ``position=True`` adds ``position_code`` to the tokens first, so that the attention knows
     where each token is (layouts: a query must tell whether it lies inside a box); LDM adds none
     and leaves position to the convolutions' zero padding."""

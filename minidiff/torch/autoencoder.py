@@ -18,7 +18,7 @@ from .. import autoencoding as ae
 
 # Sanity limits, far above anything minidiff trains (as UNET_LIMITS): a checkpoint's config
 # cannot ask for terabytes before a single weight is read.
-AUTOENCODER_LIMITS = {"in_channels": 64, "image_size": 1024, "base_channels": 1024, "channel_mults": (3, 16),
+AUTOENCODER_LIMITS = {"in_channels": 64, "image_size": 1024, "base_channels": 1024, "channel_mults": (4, 16),
                       "num_res_blocks": 8, "latent_channels": 256, "codebook_size": 65536, "groups": 256}
 
 
@@ -27,7 +27,7 @@ class AutoencoderConfig:
     in_channels: int = 1
     image_size: int = 28
     base_channels: int = 32
-    channel_mults: tuple = (1, 2)      # one entry per resolution: downsampling factor f = 2^(len - 1), f in {1, 2, 4}
+    channel_mults: tuple = (1, 2)      # one entry per resolution: downsampling factor f = 2^(len - 1), f in 1, 2, 4, 8
     num_res_blocks: int = 1            # residual blocks per resolution
     latent_channels: int = 4           # c: the latent is (c, H/f, W/f)
     reg: str = "kl"                    # 'kl' (KL towards N(0, I)) or 'vq' (EMA codebook)
@@ -53,7 +53,7 @@ class AutoencoderConfig:
         for name, limit in AUTOENCODER_LIMITS.items():
             v = getattr(self, name)
             if isinstance(v, tuple) and (len(v) > limit[0] or any(m > limit[1] for m in v)):
-                raise ValueError(f"{name} may hold at most {limit[0]} entries (f = 1, 2 or 4) of at most "
+                raise ValueError(f"{name} may hold at most {limit[0]} entries (f = 1, 2, 4 or 8) of at most "
                                  f"{limit[1]}, got {v!r}")
             if isinstance(v, int) and v > limit:
                 raise ValueError(f"{name} must be at most {limit}, got {v!r}")
@@ -268,7 +268,8 @@ def ssim_per_image(x_hat, x, sigma: float = 1.5):
     differentiable, by torchmetrics on the images mapped from [-1, 1] to [0, 1] (data range 1,
     a fixed number: not the batch's range), in float32 outside autocast.  The Gaussian window
     (``ssim_window(sigma)``) must fit in the image: torchmetrics reflect-pads by half the window.
-    x_hat, x: (B, C, H, W) -> (B,)."""
+    Single-scale: MS-SSIM halves the image four times, which needs a side above 160 pixels for
+    its 11-pixel window (pytorch-msssim refuses 28x28).  x_hat, x: (B, C, H, W) -> (B,)."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     side = min(x.shape[-2:])

@@ -125,7 +125,11 @@ def warn_if_collapsed(ae, encoded, threshold: float = MIN_CODE_USAGE):
 def first_stage_for(config, path=None, device="cpu"):
     """The autoencoder of a latent model's run ``config`` (an ``ImageConfig`` with
     ``autoencoder`` set): loaded from ``path`` (default: the path the run recorded), refused
-    unless its sha256 is the recorded one and its latent is the U-Net's input."""
+    unless its sha256 is the recorded one and its latent is the U-Net's input.  A config that
+    records no sha256 or scale factor (training fills both in) is refused: nothing could check it."""
+    if not config.autoencoder_sha256 or not config.scale_factor:
+        raise ValueError("this latent model's config records no autoencoder_sha256 or scale_factor (a trained "
+                         "run records both): it cannot be checked against an autoencoder or decoded")
     ae, ae_cfg, _ = load_first_stage(path or config.autoencoder, config.autoencoder_sha256, device)
     u, c = config.unet, ae_cfg.autoencoder.latent_shape
     if (u.in_channels, u.image_size, u.image_size) != c:

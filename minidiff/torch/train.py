@@ -38,7 +38,7 @@ from ..methods import MethodConfig, Objective, config_from_dict, raw_to_model
 from .latent import (LATENT_STREAM, encoded_dataset, latent_of, latent_scale_factor, load_first_stage,
                      warn_if_collapsed)
 from .loop import LoopConfig, Task, batch_indices, ema_into, frozen, load_run, pick_device, step_seed, train_loop
-from .conditioning import ConditionedUNet, LayoutEncoder
+from .conditioning import ClassTokenEncoder, ConditionedUNet, LayoutEncoder
 from .sampling import save_grid
 from .text import TextConfig, TextEncoder
 from .train_autoencoder import AutoencoderTrainConfig
@@ -66,10 +66,12 @@ PRESETS = {
 LATENT_SIGMA_DATA = 1.0   # a latent model's sigma_data: s = 1 / std makes the latents unit-std
 LATENT_P_STD = 1.0        # a latent model's P_std (EDM2's for its latent models; EDM's 1.2 for pixels)
 TOKENIZER_FILE = "tokenizer.json"   # beside a text-conditioned run's checkpoint
-CONDITIONS = ("", "text", "layout")   # through cross-attention: '' none (or class_conditional's embedding),
-                                      # 'text' captions, 'layout' boxes of garments on canvases
+CONDITIONS = ("", "text", "layout", "class")   # through cross-attention: '' none (or class_conditional's
+                                               # embedding), 'text' captions, 'layout' boxes of garments on
+                                               # canvases, 'class' the label as one token (LDM's tau for classes)
 TEXT_KEY = "tokens"         # the keyword a text-conditioned model takes its caption token ids (B, L) by
 LAYOUT_KEY = "layout"       # the keyword a layout-conditioned model takes its layouts (B, O, 5) by
+CLASS_KEY = "class_labels"  # ... and a class-conditional one its labels (B,), by embedding or by token
 
 
 @dataclasses.dataclass
@@ -94,8 +96,9 @@ class ImageConfig(MethodConfig, LoopConfig):
     autoencoder_sha256: str = ""       # its checkpoint's sha256, recorded when training starts
     scale_factor: float = 0.0          # s: 1 / std of the training latents (0: measure it when training starts)
     # text-to-image (Rombach et al. 2022, section 3.3): captions -> tokens -> tau (TextEncoder) -> cross-attention
-    condition: str = ""                # '', 'text' (captions of minidiff.data.captions; p_uncond drops them to "")
-                                       # or 'layout' (canvases of minidiff.data.layout; dropped to the empty layout)
+    condition: str = ""                # '', 'text' (captions of minidiff.data.captions; p_uncond drops them to ""),
+                                       # 'layout' (canvases of minidiff.data.layout; dropped to the empty layout)
+                                       # or 'class' (class_conditional's labels as one cross-attention token)
     tokenizer_sha256: str = ""         # the run's tokenizer.json, recorded when training starts
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
     # layout-to-image (LDM section 4.3.1): Fashion-MNIST canvases (minidiff.data.layout), their layouts -> tau
@@ -138,9 +141,16 @@ class ImageConfig(MethodConfig, LoopConfig):
                 raise ValueError("condition 'text' refuses flip: a flipped shoe would contradict its caption's 'facing'")
         elif self.condition == "layout":
             self._validate_layout()
+        elif self.condition == "class":
+            if not self.class_conditional or self.unet.num_classes is None:
+                raise ValueError("condition 'class' gives the labels to the U-Net as a token: it needs "
+                                 "class_conditional and unet.num_classes (from_preset sets both)")
+            if self.unet.context_dim is None or self.tokenizer_sha256:
+                raise ValueError("condition 'class' needs unet.context_dim (the class token's width; from_preset "
+                                 "sets it) and no tokenizer")
         elif self.unet.context_dim is not None or self.tokenizer_sha256:
-            raise ValueError("unet.context_dim and tokenizer_sha256 belong to a text-conditioned model: "
-                             "set condition='text'")
+            raise ValueError("unet.context_dim and tokenizer_sha256 belong to a model conditioned through "
+                             "cross-attention: set condition='text' (or 'layout', 'class')")
         if self.tokenizer_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.tokenizer_sha256):
             raise ValueError(f"tokenizer_sha256 must be 64 hex digits, got {self.tokenizer_sha256!r}")
         _checks.finite_number("augment", self.augment, lambda v: 0 <= v < 1, "in [0, 1) (the probability p "
@@ -206,6 +216,8 @@ class ImageConfig(MethodConfig, LoopConfig):
         if fields.get("autoencoder"):
             unet = {**PRESETS[name].get("latent_unet", {}), **unet}
         C, size = unet.pop("in_channels", C), unet.pop("image_size", size)
+        if fields.get("condition") == "class":                         # the labels, as one token
+            fields["class_conditional"] = True
         if fields.get("class_conditional") and "num_classes" not in unet:
             unet["num_classes"] = NUM_CLASSES.get(dataset)
         if fields.get("augment") and "augment_dim" not in unet:
@@ -216,6 +228,9 @@ class ImageConfig(MethodConfig, LoopConfig):
             unet.setdefault("context_dim", fields["text"]["width"])
             unet.setdefault("pooled_context", True)                    # Imagen's pooled caption embedding too
             levels = PRESETS[name]["attention_levels"] or (-1,)        # cross-attention needs attention somewhere
+        if fields.get("condition") == "class":                         # a token as wide as a caption's
+            unet.setdefault("context_dim", PRESETS[name]["text"]["width"])
+            levels = PRESETS[name]["attention_levels"] or (-1,)
         if fields.get("condition") == "layout":
             unet.setdefault("context_dim", fields["layout"]["width"])
             unet.setdefault("position_embedding", True)                # queries that know where they are
@@ -261,9 +276,14 @@ def fitting_mults(mults: tuple, size: int) -> tuple:
 
 def build_network(cfg: ImageConfig):
     """The raw network F of ``cfg``: a U-Net, or (condition 'text') the text encoder tau and a
-    U-Net with cross-attention on tau(tokens), trained jointly as one module (LDM eq. 3)."""
+    U-Net with cross-attention on tau(tokens), trained jointly as one module (LDM eq. 3); the
+    same with tau a layout's tokens ('layout') or one token of the class label ('class': no
+    class embedding in the U-Net, the label reaches it through cross-attention only)."""
     if cfg.condition == "text":
         return ConditionedUNet(cfg.unet, TextEncoder(cfg.text), TEXT_KEY)
+    if cfg.condition == "class":
+        unet = dataclasses.replace(cfg.unet, num_classes=None)
+        return ConditionedUNet(unet, ClassTokenEncoder(cfg.unet.num_classes, cfg.unet.context_dim), CLASS_KEY)
     if cfg.condition == "layout":
         return ConditionedUNet(cfg.unet, layout_encoder(cfg), LAYOUT_KEY)
     return UNet(cfg.unet)
@@ -449,9 +469,10 @@ def prepare_latents(cfg: ImageConfig, device=None, log=print):
 
 def prepare_captions(cfg: ImageConfig, out, log=print):
     """A text-conditioned run's captions: (cfg with the tokenizer's sha256 and vocabulary size
-    filled in, the training captions' token ids (N, L) int64).  The tokenizer is trained on the
-    caption corpus (deterministic) and written to ``out/tokenizer.json`` beside the checkpoint; a
-    resumed run whose tokenizer differs from the recorded one is refused by the config check."""
+    filled in, the training captions' token ids (N, L) int64).  The tokenizer
+    (``caption_tokenizer``: word-level, trained on the captions' vocabulary, deterministic) is
+    written to ``out/tokenizer.json`` beside the checkpoint; a resumed run whose tokenizer
+    differs from the recorded one is refused by the config check."""
     from pathlib import Path
 
     from ..data.captions import caption_dataset

@@ -31,6 +31,7 @@ from .autoencoder import (Autoencoder, AutoencoderConfig, PatchDiscriminator, ad
 from .loop import LoopConfig, Task, batch_indices, load_run, step_seed, train_loop
 
 VQ_BUFFERS = ("codebook", "code_counts", "code_sums")
+FACTORS = (1, 2, 4, 8)            # the downsampling factors f a preset can be asked for (--factor)
 RESTART_STREAM = 4                 # step_seed stream of the dead-code restarts (0-3: data, noise, dropout, sampling)
 
 # Presets: 'tiny' for tests (seconds), 'cpu' good Fashion-MNIST reconstructions in about three
@@ -54,9 +55,9 @@ PRESETS = {
 
 def factor_mults(preset: str, factor: int) -> tuple:
     """The channel_mults of preset ``preset``'s autoencoder for the downsampling factor f
-    (1, 2 or 4): one resolution level per halving, the preset's deepest multiplier repeated."""
+    (1, 2, 4 or 8): one resolution level per halving, the preset's deepest multiplier repeated."""
     _checks.choice("preset", preset, tuple(PRESETS))
-    _checks.choice("factor", factor, (1, 2, 4))
+    _checks.choice("factor", factor, FACTORS)
     mults, levels = PRESETS[preset]["autoencoder"]["channel_mults"], factor.bit_length()
     return tuple(mults[:levels]) + (mults[-1],) * max(0, levels - len(mults))
 
@@ -64,8 +65,9 @@ def factor_mults(preset: str, factor: int) -> tuple:
 def even_latent_padding(image_size: int, factor: int) -> int:
     """The least padding p >= 0 with (image_size + 2p) divisible by 2f, so the latent side
     (image_size + 2p) / f is even and a latent U-Net can halve it (28, f = 4: p = 2, latent 8x8;
-    28, f = 2: p = 0, 14x14; 8, f = 4: p = 0, 2x2); when none exists (an odd image_size), the
-    least p making the side divisible by f, else 0 (and AutoencoderConfig names the mismatch)."""
+    28, f = 8: p = 2, 4x4; 28, f = 2: p = 0, 14x14; 8, f = 4: p = 0, 2x2); when none exists (an
+    odd image_size), the least p making the side divisible by f, else 0 (and AutoencoderConfig
+    names the mismatch)."""
     for modulus in (2 * factor, factor):
         for p in range(modulus):
             if (image_size + 2 * p) % modulus == 0:
@@ -90,8 +92,9 @@ class AutoencoderTrainConfig(LoopConfig):
     error is on the [-1, 1] model range (1 - SSIM lies in [0, 2], typically below 0.3).
 
     With ``disc_weight`` > 0, from step ``disc_start`` on (LDM's LPIPSWithDiscriminator without
-    LPIPS): L += disc_weight * lambda * L_G with L_G = -mean D(x_hat) of a ``PatchDiscriminator``
-    and lambda the adaptive weight (``adaptive_gan_weight``) against the per-pixel rec (+ SSIM)
+    LPIPS, whose VGG backbone is a download; nor does any term use the evaluation classifier,
+    since a metric must not be trained against): L += disc_weight * lambda * L_G with
+    L_G = -mean D(x_hat) of a ``PatchDiscriminator`` and lambda the adaptive weight (``adaptive_gan_weight``) against the per-pixel rec (+ SSIM)
     term, and after each step D takes one Adam step (lr, betas (0.5, 0.9)) on the hinge loss.
 
     'vq' only: every ``restart_every`` steps (0: never) the codebook usage and perplexity of

@@ -53,6 +53,28 @@ def test_attention_averages_the_values(ex):
     torch.testing.assert_close(ex.attention(big, keys, v), v[:, 2:3], atol=1e-8, rtol=0)
 
 
+@exercise("attention")
+def test_attention_on_numpy_arrays_is_the_same_formula_with_autograd_gradients(ex):
+    """The same function on NumPy arrays (the core backend): equal to torch's fused kernel on the
+    same numbers, a mask honoured, and differentiable by autograd (gradient = torch's)."""
+    import autograd
+
+    rng = np.random.default_rng(4)
+    q, k, v = rng.standard_normal((2, 3, 7, 5)), rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 4, 2))
+    out = ex.attention(q, k, v)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 3, 7, 2)
+    tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+    np.testing.assert_allclose(out, F.scaled_dot_product_attention(tq, tk, tv).numpy(), rtol=1e-10, atol=1e-12)
+    mask = np.array([[True, True, False, False], [True, True, True, False]])
+    np.testing.assert_allclose(ex.attention(q, k, v, mask),
+                               F.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.from_numpy(
+                                   mask)[:, None, None, :]).numpy(), rtol=1e-10, atol=1e-12)
+    loss = lambda q_: np.sum(ex.attention(q_, k, v, mask) ** 2)
+    tq.requires_grad_(True)
+    (F.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.from_numpy(mask)[:, None, None, :]) ** 2).sum().backward()
+    np.testing.assert_allclose(autograd.grad(loss)(q), tq.grad.numpy(), rtol=1e-8, atol=1e-10)
+
+
 @exercise("image_grid")
 def test_image_grid_places_images_in_reading_order(ex):
     images = np.stack([np.full((1, 3, 2), 10 * i, np.uint8) for i in range(5)])   # (5, 1, 3, 2)

@@ -62,6 +62,31 @@ def test_key_padding_bias_is_zero_on_real_tokens_and_minus_inf_on_padding(ex):
 
 
 @exercise("key_padding_bias")
+def test_key_padding_bias_on_numpy_masks_is_the_same_bias(ex):
+    """The core backend: a NumPy mask gives a NumPy bias of the asked dtype, equal to the torch one,
+    and masked attention on NumPy arrays equals the softmax over each caption's real tokens."""
+    mask = np.array([[True, False, True, True], [False, True, False, False], [True, True, True, True]])
+    b = ex.key_padding_bias(mask, np.float64)
+    assert isinstance(b, np.ndarray) and b.shape == (3, 1, 1, 4) and b.dtype == np.float64
+    assert (b[:, 0, 0][mask] == 0).all() and np.isneginf(b[:, 0, 0][~mask]).all()
+    assert ex.key_padding_bias(mask).dtype == np.float32                  # the default: float32
+    np.testing.assert_array_equal(b, ex.key_padding_bias(torch.from_numpy(mask), torch.float64).numpy())
+    rng = np.random.default_rng(5)
+    q, k, v = rng.standard_normal((3, 2, 6)), rng.standard_normal((3, 4, 6)), rng.standard_normal((3, 4, 3))
+    w = np.exp(q @ np.swapaxes(k, -1, -2) / np.sqrt(6) + b[:, 0])          # (3, 2, 4), masked keys -> 0
+    out = (w / w.sum(-1, keepdims=True)) @ v
+    for i in range(3):
+        real = mask[i]
+        s = q[i] @ k[i, real].T / np.sqrt(6)
+        e = np.exp(s - s.max(-1, keepdims=True))
+        np.testing.assert_allclose(out[i], (e / e.sum(-1, keepdims=True)) @ v[i, real], rtol=1e-10)
+    with pytest.raises(ValueError, match="no key"):
+        ex.key_padding_bias(np.array([[True, True], [False, False]]))
+    with pytest.raises(ValueError, match="bool"):
+        ex.key_padding_bias(np.array([[1, 0]]))
+
+
+@exercise("key_padding_bias")
 def test_masked_attention_is_attention_over_the_real_tokens_only(ex):
     """softmax(q k^T / sqrt(d) + bias) v with the bias of a (B, S) mask: for each caption, the
     attention over its real tokens alone (captions of unequal lengths), whatever the padding holds."""
