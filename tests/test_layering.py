@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minidiff"
 # Lowest first.  A module may import modules of its own layer or of layers above it in this list.
 LAYERS = [
     ("foundations", ["_checks", "backend", "_progress"]),
-    ("schedules and data", ["schedules", "diffusion", "nn.mlp", "nn.optim", "data.toy2d", "data.grid2d", "data.images",
+    ("schedules and data", ["schedules", "diffusion", "nn.mlp", "nn.optim", "nn.attention", "data.toy2d", "data.grid2d",
+                            "data.images",
                             "data.captions", "data.tokenizer",
                             "data.fetch", "data.layout", "metrics", "plot", "checkpoint"]),
     ("algorithms", ["samplers", "sde", "elbo", "edm", "consistency", "losses", "guidance", "autoencoding",
