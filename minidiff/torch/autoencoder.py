@@ -20,6 +20,7 @@ from .. import autoencoding as ae
 # cannot ask for terabytes before a single weight is read.
 AUTOENCODER_LIMITS = {"in_channels": 64, "image_size": 1024, "base_channels": 1024, "channel_mults": (4, 16),
                       "num_res_blocks": 8, "latent_channels": 256, "codebook_size": 65536, "groups": 256}
+MIN_CODE_USAGE = 0.25   # a VQ codebook using fewer of its codes is warned about (latent training, minidiff eval)
 
 
 @dataclasses.dataclass

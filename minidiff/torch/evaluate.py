@@ -307,7 +307,7 @@ def _psnr(mse01: float) -> float:
 
 @torch.no_grad()
 def evaluate_autoencoder(net, images, batch_size: int = 500, network=None, *, ssim_sigma: float = 1.5,
-                         min_usage: float = 0.25) -> dict:
+                         min_usage: float | None = None) -> dict:
     """Reconstructions x_hat = decode(encode(x)) of ``images`` (N, C, H, W) in [-1, 1] by the
     autoencoder ``net`` in eval mode (restored after): 'kl' decodes the posterior's mode, 'vq'
     its quantised latent.  The reconstructions are clipped to [-1, 1] (what saving them keeps).
@@ -320,11 +320,13 @@ def evaluate_autoencoder(net, images, batch_size: int = 500, network=None, *, ss
     'codebook_usage' and 'perplexity' of the codes picked over the whole set.  FD needs
     ``network`` unless the images are 1x28x28 (the shipped classifier's); otherwise 'fd' is None
     and 'fd_skipped' says why; likewise 'ssim' / 'ssim_skipped' when the SSIM window does not fit
-    in the images.  A 'vq' usage below ``min_usage`` is warned about."""
+    in the images.  A 'vq' usage below ``min_usage`` (default ``MIN_CODE_USAGE``, 0.25) is warned about."""
     import warnings
 
     from .. import autoencoding as ae
-    from .autoencoder import ssim_per_image, ssim_window
+    from .autoencoder import MIN_CODE_USAGE, ssim_per_image, ssim_window
+
+    min_usage = MIN_CODE_USAGE if min_usage is None else min_usage
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")

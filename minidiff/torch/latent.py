@@ -25,6 +25,7 @@ from .. import autoencoding
 from ..backend import generator
 from ..checkpoint import MAX_IMAGE_BYTES, _atomic_write, image_checkpoint_sha256, regular_file
 from ..data.images import cache_dir, load_images, to_model_range
+from .autoencoder import MIN_CODE_USAGE
 from .loop import step_seed
 from .train_autoencoder import autoencoder_from_checkpoint
 
@@ -94,9 +95,6 @@ def latent_scale_factor(ae_config, encoded, seed: int = 0) -> float:
     except ValueError as e:
         raise ValueError(f"the autoencoder's latents cannot be scaled to unit variance ({e}): an untrained or "
                          "collapsed autoencoder?") from None
-
-
-MIN_CODE_USAGE = 0.25          # a VQ first stage using fewer of its codes on the training set is warned about
 
 
 @torch.no_grad()
