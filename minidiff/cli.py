@@ -702,7 +702,8 @@ def cmd_eval(args):
     labels = _class_labels(args, args.n)
     text = _prompt_tokens(args, config, args.n)
     prompts = _prompts(args) if text else None
-    if prompts and any(prompts):                                        # checked before any sampling
+    scored = bool(prompts) and any(prompts)                             # --prompt "": unconditional, FD only
+    if scored:                                                          # checked before any sampling
         from .data.captions import parse_caption
         try:
             [parse_caption(p) for p in prompts]
@@ -713,8 +714,8 @@ def cmd_eval(args):
                       guidance=args.guidance, autoencoder=ae, **text, **_sampler_kwargs(args, sampler))
     seconds = time.perf_counter() - t0
     accuracy = {}
-    if prompts and any(prompts):                                        # text-to-image: what the prompts asked for
-        from .torch.evaluate import prompt_report                      # (--prompt "": the unconditional model, FD only)
+    if scored:                                                          # text-to-image: what the prompts asked for
+        from .torch.evaluate import prompt_report
         accuracy = {"prompts": prompt_report(x, [prompts[i % len(prompts)] for i in range(args.n)])}
     if config.class_conditional and config.dataset == "fashion-mnist":   # image i: class i mod 10 or --class
         from .torch.evaluate import classifier_accuracy

@@ -216,21 +216,20 @@ class ImageConfig(MethodConfig, LoopConfig):
         if fields.get("autoencoder"):
             unet = {**PRESETS[name].get("latent_unet", {}), **unet}
         C, size = unet.pop("in_channels", C), unet.pop("image_size", size)
-        if fields.get("condition") == "class":                         # the labels, as one token
-            fields["class_conditional"] = True
+        levels = None
+        if fields.get("condition") == "class":                         # the labels, as one token as wide as
+            fields["class_conditional"] = True                         # a caption's, through cross-attention
+            unet.setdefault("context_dim", PRESETS[name]["text"]["width"])
+            levels = PRESETS[name]["attention_levels"] or (-1,)
         if fields.get("class_conditional") and "num_classes" not in unet:
             unet["num_classes"] = NUM_CLASSES.get(dataset)
         if fields.get("augment") and "augment_dim" not in unet:
             unet["augment_dim"] = AUGMENT_DIM
-        levels = None
         if fields.get("condition") == "text":                          # tau's width is the U-Net's context_dim
             fields["text"] = {**PRESETS[name]["text"], **dict(overrides.get("text", {}))}
             unet.setdefault("context_dim", fields["text"]["width"])
             unet.setdefault("pooled_context", True)                    # Imagen's pooled caption embedding too
             levels = PRESETS[name]["attention_levels"] or (-1,)        # cross-attention needs attention somewhere
-        if fields.get("condition") == "class":                         # a token as wide as a caption's
-            unet.setdefault("context_dim", PRESETS[name]["text"]["width"])
-            levels = PRESETS[name]["attention_levels"] or (-1,)
         if fields.get("condition") == "layout":
             unet.setdefault("context_dim", fields["layout"]["width"])
             unet.setdefault("position_embedding", True)                # queries that know where they are
@@ -384,7 +383,7 @@ class DiffusionTask(Task):
         if cfg.class_conditional:                                      # CFG Algorithm 1: some labels -> null
             y = drop_labels(self.labels[idx], cfg.p_uncond, cfg.unet.num_classes,
                             np.random.default_rng([cfg.seed, 5, k]), num_classes=cfg.unet.num_classes)
-            model_kwargs = {"class_labels": y[mine]}
+            model_kwargs = {CLASS_KEY: y[mine]}
         if cfg.condition == "text":                                    # the same, the null being the empty caption
             c = drop_labels(self.tokens[idx], cfg.p_uncond, self.null_tokens, np.random.default_rng([cfg.seed, 5, k]))
             model_kwargs = {TEXT_KEY: c[mine]}
